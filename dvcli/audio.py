@@ -1,0 +1,156 @@
+"""Audio input and output.
+
+Reading and writing go through ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, Opus, MP3 and the
+rest of its formats); torchaudio's own I/O would need torchcodec and FFmpeg. Resampling uses
+``torchaudio.functional.resample``. Everything inside dv is float32 in [-1, 1].
+
+Every failure a user can cause (missing file, a folder, empty or non-audio bytes, no samples) raises
+:class:`~dvcli.errors.UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from dvcli.atomic import atomic_path
+from dvcli.errors import UserError, path_error
+
+#: The sample rate every model in dv reads (HuBERT, CAM++) and the default output rate.
+SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, read without decoding the audio."""
+
+    sample_rate: int
+    frames: int
+    channels: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise path_error(path, "audio file not found")
+    if path.is_dir():
+        raise path_error(path, "is a folder, expected an audio file")
+    if path.stat().st_size == 0:
+        raise path_error(path, "is empty (0 bytes)")
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read an audio file's header: rate, length, channels.
+
+    Raises:
+        UserError: missing, empty, unreadable or zero-length file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise path_error(path, f"not a readable audio file ({_reason(err)})") from None
+    if info.frames <= 0:
+        raise path_error(path, "contains no audio samples")
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels), info.format, info.subtype)
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = SAMPLE_RATE,
+    *,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> torch.Tensor:
+    """Load an audio file as float32 in [-1, 1].
+
+    Args:
+        path: any format libsndfile reads.
+        sample_rate: resample to this rate; ``None`` keeps the file's rate.
+        mono: average the channels (returns ``(T,)``); otherwise returns ``(C, T)``.
+        offset: seconds to skip at the start.
+        duration: seconds to read (``None`` = to the end).
+
+    Raises:
+        UserError: the file is missing, empty, not audio, or has no samples.
+    """
+    wav, rate = load_audio_with_rate(path, mono=mono, offset=offset, duration=duration)
+    if sample_rate is not None and rate != sample_rate:
+        wav = resample(wav, rate, sample_rate)
+    return wav
+
+
+def load_audio_with_rate(
+    path: str | Path, *, mono: bool = True, offset: float = 0.0, duration: float | None = None
+) -> tuple[torch.Tensor, int]:
+    """Like :func:`load_audio` without resampling; returns ``(audio, sample_rate)``."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            rate = int(handle.samplerate)
+            start = int(round(offset * rate))
+            if start:
+                handle.seek(min(start, handle.frames))
+            frames = -1 if duration is None else int(round(duration * rate))
+            data = handle.read(frames, dtype="float32", always_2d=True)  # (T, C)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise path_error(path, f"not a readable audio file ({_reason(err)})") from None
+    if data.shape[0] == 0:
+        raise path_error(path, "contains no audio samples")
+    if not np.isfinite(data).all():
+        raise path_error(path, "contains NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
+    if mono:
+        wav = wav.mean(dim=0)  # (T,)
+    return wav, rate
+
+
+def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample ``(..., T)`` audio with torchaudio's windowed-sinc resampler."""
+    if orig_rate == new_rate:
+        return wav
+    return AF.resample(wav, orig_rate, new_rate)
+
+
+def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
+    """Write ``(T,)`` or ``(C, T)`` float audio atomically; the format follows the file suffix.
+
+    Samples are clipped to [-1, 1]. ``subtype`` defaults to 16-bit PCM for WAV/FLAC.
+    """
+    path = Path(path)
+    data = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    data = np.clip(data, -1.0, 1.0)
+    if data.ndim == 2:
+        data = data.T  # soundfile wants (T, C)
+    fmt = sf.available_formats()
+    suffix = path.suffix.lstrip(".").upper()
+    if suffix == "OGG":
+        file_format, default_subtype = "OGG", "VORBIS"
+    elif suffix in fmt:
+        file_format, default_subtype = suffix, "PCM_16"
+    else:
+        raise path_error(path, f"unknown audio format '.{suffix.lower()}'", "use .wav, .flac or .ogg")
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, format=file_format, subtype=subtype or default_subtype)
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    # libsndfile repeats the file name (a temp path or ours): keep only its reason.
+    if ": " in text and text.lower().startswith("error opening"):
+        text = text.split(": ", 1)[1]
+    return text

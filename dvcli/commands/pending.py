@@ -1,0 +1,70 @@
+"""Commands whose stage has not landed yet: full help with an example, and exit 2 when run.
+
+Each entry moves out of this table into its own command module when its issue lands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from dvcli.commands.common import PENDING_SETTINGS, not_landed
+
+app = typer.Typer()
+
+#: command -> (issue number, what it does, help text with an example)
+PENDING: dict[str, tuple[int, str, str]] = {
+    "extract-units": (
+        3,
+        "content-unit extraction",
+        "Extract HuBERT (or MFCC) features for a manifest; label them with units when given --kmeans.\n\n"
+        "Example: dv extract-units data/manifest.tsv -o data/feats --features mfcc",
+    ),
+    "cluster": (
+        3,
+        "k-means clustering",
+        "Learn k-means centroids on feature shards and write units.tsv for every utterance.\n\n"
+        "Example: dv cluster data/feats -o data/km --k 1000",
+    ),
+    "pretrain-speaker": (
+        4,
+        "speaker-encoder pretraining",
+        "Pretrain the CAM++ speaker encoder with AAM-Softmax, noise and reverb; report EER.\n\n"
+        "Example: dv pretrain-speaker data/manifest.tsv -o runs/campplus",
+    ),
+    "train-joint": (
+        5,
+        "joint VITS + speaker-encoder training",
+        "Train VITS on units jointly with the speaker encoder under the DINO loss.\n\n"
+        "Example: dv train-joint data/manifest.tsv --units data/km/units.tsv --speaker runs/campplus -o runs/joint",
+    ),
+    "train-t2u": (
+        6,
+        "text-to-unit training",
+        "Train the mBART text-to-unit model on the manifest's text and the units.\n\n"
+        "Example: dv train-t2u data/manifest.tsv --units data/km/units.tsv -o runs/t2u",
+    ),
+    "synthesize": (
+        7,
+        "zero-shot synthesis",
+        "Clone a voice from one reference clip.\n\n"
+        'Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text "Hello there." -o out.wav',
+    ),
+    "evaluate": (
+        8,
+        "evaluation",
+        "Score synthesized speech: CER, speaker similarity, quality, clean vs noisy with confidence intervals.\n\n"
+        "Example: dv evaluate out/synth.tsv -o out/report",
+    ),
+}
+
+
+def _register(name: str, issue: int, what: str, help_text: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        not_landed(name, issue, what)
+
+    command.__doc__ = help_text
+    app.command(name, context_settings=PENDING_SETTINGS, add_help_option=True)(command)
+
+
+for _name, (_issue, _what, _help) in PENDING.items():
+    _register(_name, _issue, _what, _help)

@@ -1,0 +1,60 @@
+"""All-or-nothing outputs: a failure leaves nothing behind; user folders are never clobbered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dvcli.atomic import atomic_dir, atomic_path, atomic_write_text
+from dvcli.config import StageConfig
+from dvcli.errors import UserError
+from dvcli.outputs import add_meta, stage_output
+
+
+def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_replaces_existing_file(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.txt", "one")
+    atomic_write_text(tmp_path / "a.txt", "two")
+    assert (tmp_path / "a.txt").read_text() == "two" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_failed_stage_publishes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with stage_output(tmp_path / "out", stage="t", config=StageConfig()) as tmp:
+            (tmp / "partial.tsv").write_text("x")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finished_stage_has_config_and_meta_and_can_be_redone(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for run in range(2):
+        with stage_output(out, stage="t", config=StageConfig(seed=run), inputs={"src": "x"}) as tmp:
+            (tmp / "result.txt").write_text(str(run))
+            add_meta(tmp, count=run)
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["stage"] == "t" and meta["count"] == run and meta["inputs"] == {"src": "x"}
+        assert (out / "result.txt").read_text() == str(run)
+        assert f"seed: {run}" in (out / "config.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_dv_output(tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a dv output folder"):
+        with atomic_dir(tmp_path / "home"):
+            pass
+    assert (tmp_path / "home" / "precious.txt").read_text() == "keep me"
+    with pytest.raises(UserError, match="not a folder"):
+        with atomic_dir(tmp_path / "home" / "precious.txt"):
+            pass
