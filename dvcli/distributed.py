@@ -1,0 +1,268 @@
+"""Data-parallel training on one machine or many, with the same code path for 1 or N processes.
+
+``launch(fn, nprocs, ...)`` runs ``fn(info, *args)``:
+
+- under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` set): in this process, after joining the
+  process group from the environment (multi-node works the same way);
+- with ``nprocs > 1``: in ``nprocs`` spawned processes on this machine (one per GPU, or CPU
+  processes talking over gloo, which is how the tests exercise DDP without a GPU);
+- otherwise: directly, with no process group.
+
+Rank 0's return value comes back to the caller. A :class:`~dvcli.errors.UserError` in any worker
+comes back as a UserError, so the CLI still prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import pickle
+import random
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dvcli.errors import UserError
+from dvcli.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def under_torchrun() -> bool:
+    """True when the environment describes a process group (torchrun, SLURM wrappers...)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def launch(fn: Callable[..., Any], nprocs: int = 1, *args: Any, device: str = "auto") -> Any:
+    """Run ``fn(info: DistInfo, *args)`` on ``nprocs`` processes; return rank 0's result.
+
+    Raises:
+        UserError: more GPU processes than GPUs, or a worker raised a UserError.
+    """
+    if under_torchrun():
+        info = _join_from_env(device)
+        try:
+            return fn(info, *args)
+        finally:
+            _leave()
+    if nprocs <= 1:
+        return fn(DistInfo(device=resolve_device(device)), *args)
+    base = resolve_device(device)
+    if base.type == "cuda" and nprocs > torch.cuda.device_count():
+        raise UserError(f"--gpus {nprocs}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    port = _free_port()
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    failure: Exception | None = None
+    try:
+        mp.start_processes(
+            _worker, args=(fn, args, nprocs, base.type, port, queue), nprocs=nprocs, join=True, start_method="spawn"
+        )
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
+        failure = err
+    messages = []
+    while not queue.empty():
+        messages.append(queue.get())
+    # A user's mistake on any rank wins over the errors it caused on the others.
+    for status, value in messages:
+        if status == "user_error":
+            raise UserError(value)
+    if failure is not None:
+        raise RuntimeError(f"a training process failed: {failure}") from None
+    results = [pickle.loads(value) for status, value in messages if status == "ok"]
+    return results[0] if results else None
+
+
+def _worker(
+    local_rank: int, fn: Callable[..., Any], args: tuple, world: int, device_type: str, port: int, queue: Any
+) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    device = torch.device(f"cuda:{local_rank}") if device_type == "cuda" else torch.device("cpu")
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        # Share the cores instead of every process claiming all of them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=local_rank, world_size=world)
+    info = DistInfo(rank=local_rank, world_size=world, local_rank=local_rank, device=device)
+    try:
+        result = fn(info, *args)
+        if info.is_main:
+            # Plain pickle bytes: tensors sent through the queue itself would be shared by file
+            # descriptor, which disappears with this process.
+            queue.put(("ok", pickle.dumps(result)))
+    except UserError as err:
+        queue.put(("user_error", str(err)))
+        raise SystemExit(2) from None
+    finally:
+        _leave()
+
+
+def _join_from_env(device: str) -> DistInfo:
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    base = resolve_device(device)
+    if base.type == "cuda":
+        dev = torch.device(f"cuda:{local_rank}")
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if base.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def _leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- collectives that are no-ops in a single process ----------------------------------------------
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over processes, in place (returned for convenience)."""
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= dist.get_world_size()
+    return tensor
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over processes, in place."""
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    if is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every process."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def wrap_ddp(module: torch.nn.Module, info: DistInfo, **kwargs: Any) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` when distributed, else ``module`` unchanged."""
+    if not info.distributed:
+        return module
+    ids = [info.local_rank] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, **kwargs)
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+
+class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
+    """Length-bucketed batches, shuffled per epoch, split across processes; resumable mid-epoch.
+
+    Items of similar length share a batch (less padding). Every process sees the same number of
+    batches per epoch (the batch list is padded by repetition), so DDP never waits on a rank that
+    ran out. The order depends only on ``(seed, epoch)``, which is what makes resuming exact:
+    ``set_epoch(epoch, start_batch)`` skips the batches a stopped run already consumed.
+
+    Args:
+        lengths: a length per dataset item (frames, tokens...).
+        batch_size: items per batch on each process.
+        num_replicas, rank: this process's place (defaults: single process).
+        bucket_width: how many batches' worth of length-sorted items form one bucket.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        bucket_width: int = 8,
+        drop_last: bool = False,
+    ) -> None:
+        if not lengths:
+            raise ValueError("no items to batch")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.seed = shuffle, seed
+        self.bucket_width = bucket_width
+        self.drop_last = drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch (it seeds the order) and how many of its batches to skip."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _all_batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], i))
+        span = self.batch_size * self.bucket_width
+        batches: list[list[int]] = []
+        for start in range(0, len(order), span):
+            bucket = order[start : start + span]
+            if self.shuffle:
+                rng.shuffle(bucket)
+                bucket.sort(key=lambda i: self.lengths[i])  # similar lengths together, ties shuffled
+            for b in range(0, len(bucket), self.batch_size):
+                batch = bucket[b : b + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if not batches:
+            raise ValueError("batch_size is larger than the data set and drop_last is set")
+        per_rank = math.ceil(len(batches) / self.num_replicas)
+        batches += batches[: per_rank * self.num_replicas - len(batches)]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self._all_batches()[self.rank :: self.num_replicas]
+        yield from mine[self.start_batch :]
+
+    def __len__(self) -> int:
+        """Batches per epoch on this process (a full epoch, ignoring ``start_batch``)."""
+        return len(self._all_batches()) // self.num_replicas
