@@ -25,12 +25,6 @@ PENDING: dict[str, tuple[int, str, str]] = {
         "Learn k-means centroids on feature shards and write units.tsv for every utterance.\n\n"
         "Example: dv cluster data/feats -o data/km --k 1000",
     ),
-    "pretrain-speaker": (
-        4,
-        "speaker-encoder pretraining",
-        "Pretrain the CAM++ speaker encoder with AAM-Softmax, noise and reverb; report EER.\n\n"
-        "Example: dv pretrain-speaker data/manifest.tsv -o runs/campplus",
-    ),
     "train-joint": (
         5,
         "joint VITS + speaker-encoder training",

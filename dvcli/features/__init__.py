@@ -1,0 +1,1 @@
+"""Acoustic feature extractors that run batched on the model's device."""

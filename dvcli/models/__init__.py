@@ -1,0 +1,1 @@
+"""Neural network modules. A model never reads files or parses arguments."""

@@ -1,0 +1,450 @@
+"""``dv pretrain-speaker``: train CAM++ for speaker verification, then report EER clean and noisy.
+
+Recipe (3D-Speaker's, scaled by ``steps``): random ``crop_seconds`` crops in speaker-balanced
+batches, reverberation + additive noise (:mod:`dvcli.augment`), 80-bin Kaldi fbank, CAM++, an
+AAM-Softmax classifier (scale 32, margin ramped 0 -> 0.2), SGD with warm-up + cosine LR.
+
+Data split: rows with ``split=heldout`` are unseen speakers (evaluation only). Of every other
+speaker, ``eval_utterances`` utterances are kept out of training for the seen-speaker trials.
+
+Outputs (``OUT/``): ``campplus.pt`` (the encoder + its config, for the later stages),
+``campplus.bin`` (the same weights as a plain 3D-Speaker state dict), ``eer.json`` + ``eer.md``
+(clean and noisy EER/minDCF, seen and unseen speakers), ``trials/*.tsv``, ``embeddings.npy`` +
+``embeddings.tsv`` (every manifest utterance), ``train.tsv`` (loss curve), ``checkpoints/``,
+``tensorboard/``. While training, checkpoints and TensorBoard logs live in ``OUT.partial/``;
+``resume=True`` continues from there (or from ``OUT/checkpoints`` of a finished run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dvcli.atomic import atomic_write_text, is_dv_output
+from dvcli.audio import SAMPLE_RATE, load_audio
+from dvcli.augment import AugmentConfig, Augmenter
+from dvcli.checkpoint import load_checkpoint, save_checkpoint
+from dvcli.config import StageConfig, to_dict
+from dvcli.distributed import DistInfo, all_reduce_mean, barrier, launch, wrap_ddp
+from dvcli.errors import UserError
+from dvcli.features.fbank import KaldiFbank
+from dvcli.logs import progress
+from dvcli.manifest import Utterance, read_manifest
+from dvcli.models.aam import AAMSoftmax, margin_at
+from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
+from dvcli.outputs import add_meta, stage_output
+from dvcli.runtime import resolve_device
+from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker_eval import evaluate_trials, export_embeddings, make_trials, read_trials, results_table, write_results, write_trials
+from dvcli.training import CheckpointManager, grad_norm, step_generator, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+#: Offset that keeps the augmentation draws of a step independent of its crop draws.
+_AUGMENT_STREAM = 0x5EED
+
+
+@dataclasses.dataclass(kw_only=True)
+class PretrainSpeakerConfig(StageConfig):
+    """Settings of ``dv pretrain-speaker``."""
+
+    manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are unseen speakers
+    out: Path = Path("runs/campplus")  # output folder
+    model: Literal["campplus", "tiny"] = "campplus"  # architecture preset (tiny = small CAM++ for CPU demos)
+    embedding_size: int = 192  # embedding dimension (3D-Speaker ships 192 and 512)
+    init: Path | None = None  # start from these weights (3D-Speaker campplus_*.bin or a dv speaker checkpoint)
+    steps: int = 20000  # optimizer steps; 0 = only evaluate (the --init weights or a random init)
+    batch_size: int = 64  # crops per step and process
+    utterances_per_speaker: int = 2  # crops per speaker in a batch (batches are speaker-balanced)
+    crop_seconds: float = 3.0  # length of the random training crops
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (momentum 0.9, Nesterov) as 3D-Speaker, or AdamW
+    lr: float = 0.1  # peak learning rate
+    weight_decay: float = 1e-4  # L2 / decoupled weight decay
+    warmup: float = 0.05  # fraction of the steps spent warming the learning rate up linearly
+    min_lr_ratio: float = 0.005  # final learning rate of the cosine decay, relative to the peak
+    scale: float = 32.0  # AAM-Softmax logit scale
+    margin: float = 0.2  # final AAM-Softmax margin (radians)
+    margin_ramp: tuple[float, float] = (0.15, 0.35)  # fractions of the steps where the margin rises from 0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # noise and reverberation
+    eval_utterances: int = 4  # utterances per training speaker held out for the seen-speaker trials
+    eval_speakers: int = 200  # at most this many training speakers in the seen-speaker trials
+    max_trials: int = 20000  # at most this many trials per list (all target pairs first)
+    trials: Path | None = None  # an extra trial list (enroll test label, manifest ids) to score
+    noisy_snrs: tuple[float, ...] = (10.0, 5.0, 0.0)  # SNRs (dB) of the noisy evaluation conditions
+    export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
+    gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
+    workers: int = 2  # data-loading processes (0 = load in the training process)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 10  # steps between loss lines in TensorBoard and train.tsv
+    checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
+    keep_checkpoints: int = 3  # checkpoints kept (older ones are deleted)
+    resume: bool = False  # continue from the latest checkpoint of OUT.partial (or OUT/checkpoints)
+
+
+@dataclasses.dataclass
+class Split:
+    """Which utterances train, which evaluate."""
+
+    train: list[Utterance]
+    seen: list[Utterance]  # held-out utterances of training speakers
+    unseen: list[Utterance]  # utterances of held-out speakers
+    speakers: list[str]  # training speakers; label i = speakers[i]
+
+
+@dataclasses.dataclass
+class PretrainSpeakerResult:
+    """What a run produced."""
+
+    out: Path
+    steps: int
+    parameters: int
+    speakers: int
+    eer: dict[str, dict[str, float]]  # set -> condition -> EER (0..1)
+    table: str  # the markdown EER table
+    history: list[list[float]]  # [step, loss, accuracy, lr, margin] every log_every steps
+
+    def summary(self) -> dict[str, object]:
+        rows: dict[str, object] = {"output": self.out, "steps": self.steps, "parameters": f"{self.parameters:,}",
+                                   "training speakers": self.speakers}
+        for name, conditions in self.eer.items():
+            rows[f"EER {name}"] = "  ".join(f"{cond} {100 * v:.2f}%" for cond, v in conditions.items())
+        return rows
+
+
+def split_utterances(utterances: list[Utterance], config: PretrainSpeakerConfig) -> Split:
+    """Train / seen-evaluation / unseen split (seeded by ``config.seed``).
+
+    Raises:
+        UserError: fewer than two training speakers.
+    """
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    unseen = []
+    for u in utterances:
+        (unseen if u.split == "heldout" else by_speaker[u.speaker]).append(u)
+    speakers = sorted(by_speaker)
+    if len(speakers) < 2:
+        raise UserError(f"{config.manifest}: {len(speakers)} training speaker(s); speaker training needs at least two")
+    rng = random.Random(config.seed)
+    eval_speakers = set(rng.sample(speakers, min(config.eval_speakers, len(speakers))))
+    train, seen = [], []
+    for speaker in speakers:
+        rows = sorted(by_speaker[speaker], key=lambda u: u.id)
+        if speaker in eval_speakers and len(rows) > config.eval_utterances >= 2:
+            held = set(rng.sample(range(len(rows)), config.eval_utterances))
+            seen += [u for i, u in enumerate(rows) if i in held]
+            rows = [u for i, u in enumerate(rows) if i not in held]
+        train += rows
+    return Split(train, seen, unseen, speakers)
+
+
+class SpeakerCrops(torch.utils.data.Dataset):
+    """Item ``step`` = that step's batch: ``(B, crop)`` waveforms and ``(B,)`` speaker labels.
+
+    Batches hold ``B / per_speaker`` speakers (a fresh permutation of all speakers, repeated as
+    needed) with ``per_speaker`` random crops each. Everything is drawn from
+    ``step_generator(seed, step, rank)``, so a batch depends only on its step: data-loading
+    workers, resumption and process count cannot change it.
+    """
+
+    def __init__(
+        self, train: list[Utterance], speakers: list[str], *, batch_size: int, per_speaker: int, crop_seconds: float,
+        seed: int, rank: int, steps: int,
+    ) -> None:
+        label = {s: i for i, s in enumerate(speakers)}
+        self.by_label: list[list[Utterance]] = [[] for _ in speakers]
+        for u in train:
+            self.by_label[label[u.speaker]].append(u)
+        self.batch_size, self.per_speaker = batch_size, per_speaker
+        self.crop = int(round(crop_seconds * SAMPLE_RATE))
+        self.seed, self.rank, self.steps = seed, rank, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = step_generator(self.seed, step, self.rank)
+        slots = self.batch_size // self.per_speaker
+        n = len(self.by_label)
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(slots / n))])[:slots]
+        wavs, labels = [], []
+        for speaker in order.tolist():
+            rows = self.by_label[speaker]
+            picks = torch.randint(len(rows), (self.per_speaker,), generator=gen).tolist()
+            starts = torch.rand(self.per_speaker, generator=gen).tolist()
+            for pick, start in zip(picks, starts):
+                wavs.append(self.read_crop(rows[pick], start))
+                labels.append(speaker)
+        return torch.stack(wavs), torch.tensor(labels)
+
+    def read_crop(self, utt: Utterance, start_fraction: float) -> torch.Tensor:
+        """``crop`` samples from ``start_fraction`` of the utterance's spare length; short ones are tiled."""
+        spare = utt.duration - self.crop / SAMPLE_RATE
+        if spare > 0:
+            wav = load_audio(utt.audio, offset=start_fraction * spare, duration=self.crop / SAMPLE_RATE)
+        else:
+            wav = load_audio(utt.audio)
+        if wav.shape[0] < self.crop:
+            wav = wav.repeat(math.ceil(self.crop / wav.shape[0]))
+        return wav[: self.crop]
+
+
+class SpeakerClassifier(nn.Module):
+    """CAM++ + AAM-Softmax, one module so DDP sees every trained parameter."""
+
+    def __init__(self, encoder: CAMPPlus, head: AAMSoftmax) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, feats: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, 80)`` fbank, ``(B,)`` labels -> loss and ``(B, speakers)`` logits."""
+        return self.head(self.encoder(feats), labels, margin)
+
+
+# -- the stage ------------------------------------------------------------------------------------
+
+
+def work_folder(out: Path) -> Path:
+    """Where an unfinished run keeps its checkpoints and logs: ``OUT.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
+    """Train (unless ``steps`` is 0), evaluate, export; publish ``config.out`` atomically.
+
+    Raises:
+        UserError: unusable manifest or settings, an output folder that may not be replaced, a
+            leftover unfinished run without ``resume``, nothing to resume, or bad ``init`` weights.
+    """
+    out, work = Path(config.out), work_folder(Path(config.out))
+    _check_settings(config, out)
+    utterances = read_manifest(config.manifest)
+    split = split_utterances(utterances, config)
+    log.info(
+        "%d training speakers, %d training / %d seen-evaluation utterances, %d utterances of %d held-out speakers",
+        len(split.speakers), len(split.train), len(split.seen), len(split.unseen), len({u.speaker for u in split.unseen}),
+    )
+    resume_from = _resume_point(config, out, work)
+    if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
+        raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
+    trials = read_trials(Path(config.trials), {u.id: u for u in utterances}) if config.trials else None
+
+    history: list[list[float]] = []
+    if config.steps > 0 or resume_from is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
+        history = launch(_train, config.gpus, config, split, resume_from, work, device=config.device)
+        final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
+        encoder = load_speaker_encoder(final)
+    elif config.init is not None:
+        encoder = load_speaker_encoder(config.init)
+    else:
+        torch.manual_seed(config.seed)
+        encoder = CAMPPlus(_model_config(config)).eval()
+        log.warning("steps=0 and no init: evaluating a randomly initialised encoder (a chance-level baseline)")
+
+    device = resolve_device(config.device)
+    frontend = SpeakerFrontend(encoder).to(device).eval()
+    sets, titles = _trial_sets(config, split, utterances, trials)
+    augmenter = Augmenter(
+        AugmentConfig(noise_dir=config.augment.noise_dir, noise_kinds=config.augment.noise_kinds),
+        speech=[u.audio for u in split.train[:500]],
+    )
+    results = evaluate_trials(frontend.embed, sets, snrs=config.noisy_snrs, augmenter=augmenter, seed=config.seed)
+    table = results_table(results, titles)
+    log.info("speaker verification:\n%s", table)
+
+    with stage_output(out, stage="pretrain-speaker", config=config, inputs={"manifest": Path(config.manifest).resolve()}) as tmp:
+        payload = {"model": encoder.state_dict(), "model_config": dataclasses.asdict(encoder.config),
+                   "speakers": split.speakers}
+        save_checkpoint(payload, tmp / ENCODER_FILE, kind=ENCODER_KIND)
+        torch.save(encoder.state_dict(), tmp / PLAIN_FILE)
+        write_results(tmp, results, titles)
+        for name, (_, rows) in sets.items():
+            write_trials(tmp / "trials" / f"{name}.tsv", rows)
+        if history:
+            atomic_write_text(tmp / "train.tsv", "step\tloss\taccuracy\tlr\tmargin\n" + "".join(
+                f"{int(s)}\t{loss:.5f}\t{acc:.4f}\t{lr:.6g}\t{m:.4f}\n" for s, loss, acc, lr, m in history))
+        if config.export_embeddings:
+            export_embeddings(frontend.embed, utterances, tmp)
+        eer = {name: {cond: r.eer for cond, r in row.items()} for name, row in results.items()}
+        add_meta(tmp, eer=eer, parameters=sum(p.numel() for p in encoder.parameters()), speakers=len(split.speakers))
+    # Published: move the training state in (a crash here loses nothing, it stays in OUT.partial).
+    for name in ("checkpoints", "tensorboard"):
+        if (work / name).is_dir():
+            shutil.move(str(work / name), str(out / name))
+    shutil.rmtree(work, ignore_errors=True)
+    return PretrainSpeakerResult(
+        out=out, steps=config.steps, parameters=sum(p.numel() for p in encoder.parameters()),
+        speakers=len(split.speakers), eer=eer, table=table, history=history,
+    )
+
+
+def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
+    """Fail before hours of training, not after."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_dv_output(out))):
+        raise UserError(f"{out}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
+    if config.batch_size % config.utterances_per_speaker:
+        raise UserError(f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}")
+    if config.steps < 0 or config.crop_seconds <= 0.1 or config.gpus < 1:
+        raise UserError("need steps >= 0, crop_seconds > 0.1 and gpus >= 1")
+    if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
+        raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
+    if config.init is not None and not Path(config.init).is_file():
+        raise UserError(f"{config.init}: --init checkpoint not found")
+
+
+def _resume_point(config: PretrainSpeakerConfig, out: Path, work: Path) -> Path | None:
+    if not config.resume:
+        return None
+    for folder in (work / "checkpoints", out / "checkpoints"):
+        latest = CheckpointManager(folder, kind=TRAIN_KIND).latest()
+        if latest is not None:
+            log.info("resuming from %s", latest)
+            return latest
+    raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
+
+
+def _model_config(config: PretrainSpeakerConfig) -> CAMPPlusConfig:
+    return PRESETS[config.model](embedding_size=config.embedding_size)
+
+
+def _trial_sets(
+    config: PretrainSpeakerConfig, split: Split, utterances: list[Utterance], trials: list | None
+) -> tuple[dict[str, tuple[list[Utterance], list]], dict[str, str]]:
+    sets: dict[str, tuple[list[Utterance], list]] = {}
+    titles = {"seen": "seen speakers, held-out utterances", "unseen": "held-out speakers", "custom": str(config.trials)}
+    if len(split.seen) >= 2 and len({u.speaker for u in split.seen}) >= 2:
+        sets["seen"] = (split.seen, make_trials(split.seen, max_trials=config.max_trials, seed=config.seed))
+    else:
+        log.warning("no seen-speaker trials: training speakers need more than eval_utterances=%d utterances", config.eval_utterances)
+    if len({u.speaker for u in split.unseen}) >= 2:
+        sets["unseen"] = (split.unseen, make_trials(split.unseen, max_trials=config.max_trials, seed=config.seed))
+    else:
+        log.warning("no held-out-speaker trials: mark two or more speakers heldout (dv prepare --speakers-heldout N)")
+    if trials:
+        sets["custom"] = (utterances, trials)
+    if not sets:
+        raise UserError(f"{config.manifest}: nothing to evaluate (no held-out utterances or speakers; see the warnings)")
+    return sets, titles
+
+
+# -- training (one process per GPU / CPU worker) --------------------------------------------------
+
+
+def _train(info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None, work: Path) -> list[list[float]]:
+    """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
+    device = info.device
+    torch.manual_seed(config.seed)  # the same initial weights on every process
+    state: dict[str, Any] | None = None
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, kind=TRAIN_KIND)
+        if state["speakers"] != split.speakers:
+            raise UserError(f"{resume_from}: was trained on other speakers than {config.manifest} lists")
+        encoder = CAMPPlus(CAMPPlusConfig(**state["model_config"]))
+    elif config.init is not None:
+        encoder = load_speaker_encoder(config.init).train()
+        log.info("initialised from %s", config.init)
+    else:
+        encoder = CAMPPlus(_model_config(config))
+    head = AAMSoftmax(encoder.embedding_size, len(split.speakers), scale=config.scale, margin=config.margin)
+    net = SpeakerClassifier(encoder, head).to(device)
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(config.warmup * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup, config.steps, config.min_lr_ratio)
+    )
+    manager = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND, keep_last=config.keep_checkpoints)
+    start, history = 0, []
+    if state is not None:
+        encoder.load_state_dict(state["model"])
+        head.load_state_dict(state["classifier"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = int(state["step"]), [list(row) for row in state["history"]]
+        manager.load(resume_from)  # restores the global RNG states
+    model = wrap_ddp(net, info)
+    fbank = KaldiFbank(encoder.config.feat_dim).to(device)
+    augmenter = Augmenter(config.augment, speech=[u.audio for u in split.train[:500]])
+    crops = SpeakerCrops(
+        split.train, split.speakers, batch_size=config.batch_size, per_speaker=config.utterances_per_speaker,
+        crop_seconds=config.crop_seconds, seed=config.seed, rank=info.rank, steps=config.steps,
+    )
+    loader = torch.utils.data.DataLoader(
+        crops, batch_size=None, sampler=range(start, config.steps), num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+    )
+    writer = _summary_writer(work) if info.is_main else None
+    ramp = (int(config.margin_ramp[0] * config.steps), int(config.margin_ramp[1] * config.steps))
+    use_amp = config.amp and device.type == "cuda"
+    window: list[tuple[float, float]] = []
+    model.train()
+    with progress() if info.is_main else _nothing() as bar:
+        task = bar.add_task("training CAM++", total=config.steps, completed=start) if bar else None
+        for step, (wavs, labels) in zip(range(start, config.steps), loader):
+            gen = step_generator(config.seed ^ _AUGMENT_STREAM, step, info.rank, device=device)
+            wavs, labels = wavs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.no_grad():
+                feats, _ = fbank(augmenter(wavs, gen))
+            margin = margin_at(step, config.margin, *ramp)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, logits = model(feats, labels, margin)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = grad_norm(net.parameters())
+            optimizer.step()
+            scheduler.step()
+            accuracy = (logits.argmax(-1) == labels).float().mean()
+            window.append((float(loss.detach()), float(accuracy)))
+            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                mean = all_reduce_mean(torch.tensor(window, device=device).mean(0))
+                row = [step + 1, float(mean[0]), float(mean[1]), optimizer.param_groups[0]["lr"], margin]
+                history.append(row)
+                window = []
+                if writer is not None:
+                    for name, value in zip(("loss", "accuracy", "lr", "margin"), row[1:]):
+                        writer.add_scalar(f"train/{name}", value, step + 1)
+                    writer.add_scalar("train/grad_norm", norm, step + 1)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                if info.is_main:
+                    manager.save(step + 1, {
+                        "model": encoder.state_dict(), "classifier": head.state_dict(),
+                        "model_config": dataclasses.asdict(encoder.config), "speakers": split.speakers,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "config": to_dict(config), "history": history,
+                    })
+                barrier()
+            if bar is not None:
+                bar.update(task, advance=1, description=f"training CAM++ (loss {window[-1][0] if window else row[1]:.3f})")
+    if writer is not None:
+        writer.close()
+    return history
+
+
+def _summary_writer(work: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    return SummaryWriter(str(work / "tensorboard"))
+
+
+class _nothing:
+    """A stand-in for the progress bar on processes other than rank 0."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
