@@ -236,16 +236,21 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
     trials = read_trials(Path(config.trials), {u.id: u for u in utterances}) if config.trials else None
+    # Load --init here, so a bad file fails before anything is written.
+    init = load_speaker_encoder(config.init) if config.init is not None and resume_from is None else None
 
     history: list[list[float]] = []
     if config.steps > 0 or resume_from is not None:
+        if resume_from is None:
+            shutil.rmtree(work, ignore_errors=True)  # logs of a run killed before its first checkpoint
         work.mkdir(parents=True, exist_ok=True)
         log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
-        history = launch(_train, config.gpus, config, split, resume_from, work, device=config.device)
+        init_state = init.state_dict() if init is not None else None
+        history = launch(_train, config.gpus, config, split, resume_from, init_state, work, device=config.device)
         final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
         encoder = load_speaker_encoder(final)
-    elif config.init is not None:
-        encoder = load_speaker_encoder(config.init)
+    elif init is not None:
+        encoder = init
     else:
         torch.manual_seed(config.seed)
         encoder = CAMPPlus(_model_config(config)).eval()
@@ -340,7 +345,10 @@ def _trial_sets(
 # -- training (one process per GPU / CPU worker) --------------------------------------------------
 
 
-def _train(info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None, work: Path) -> list[list[float]]:
+def _train(
+    info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None,
+    init_state: dict[str, torch.Tensor] | None, work: Path,
+) -> list[list[float]]:
     """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
@@ -350,8 +358,8 @@ def _train(info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_f
         if state["speakers"] != split.speakers:
             raise UserError(f"{resume_from}: was trained on other speakers than {config.manifest} lists")
         encoder = CAMPPlus(CAMPPlusConfig(**state["model_config"]))
-    elif config.init is not None:
-        encoder = load_speaker_encoder(config.init).train()
+    elif init_state is not None:
+        encoder = load_speaker_encoder(init_state).train()
         log.info("initialised from %s", config.init)
     else:
         encoder = CAMPPlus(_model_config(config))

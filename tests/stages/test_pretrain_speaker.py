@@ -1,0 +1,143 @@
+"""dv pretrain-speaker end to end on synthetic speakers: learning, exact resume, DDP, --init, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dvcli.cli import app
+from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+from dvcli.speaker import load_speaker_encoder
+from dvcli.testing import make_corpus
+from stages.demo import default_corpus
+from stages.prepare import PrepareConfig
+from stages.prepare import run as prepare
+from stages.pretrain_speaker import PretrainSpeakerConfig, run, work_folder
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: OpenMP synchronisation costs more than a second thread gains (badly so when
+    # other jobs share the cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("speakers")
+    make_corpus(root / "corpus", speakers=8, utterances=8, seconds=(1.5, 2.5))
+    return prepare(PrepareConfig(source=root / "corpus", out=root / "data", speakers_heldout=2)).manifest
+
+
+def _config(manifest: Path, out: Path, **overrides: object) -> PretrainSpeakerConfig:
+    settings: dict = dict(
+        manifest=manifest, out=out, model="tiny", batch_size=16, utterances_per_speaker=2, crop_seconds=1.0,
+        optimizer="adamw", lr=3e-3, workers=0, noisy_snrs=(5.0,), export_embeddings=False, eval_utterances=3,
+        device="cpu", log_every=5,
+    )
+    settings.update(overrides)
+    return PretrainSpeakerConfig(**settings)
+
+
+def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) -> None:
+    baseline = run(_config(manifest, tmp_path / "random", steps=0))
+    trained = run(_config(manifest, tmp_path / "trained", steps=40, margin=0.0))
+    losses = [row[1] for row in trained.history]
+    assert len(losses) == 8 and losses[-1] < 0.4 * losses[0]
+    assert trained.eer["seen"]["clean"] < baseline.eer["seen"]["clean"]
+    out = tmp_path / "trained"
+    report = json.loads((out / "eer.json").read_text())
+    assert set(report) == {"seen", "unseen"} and set(report["seen"]) == {"clean", "5 dB"}
+    assert "| seen speakers, held-out utterances (" in (out / "eer.md").read_text()
+    assert (out / "trials" / "seen.tsv").is_file() and (out / "train.tsv").read_text().startswith("step\tloss")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000040.pt"]
+    assert any((out / "tensorboard").iterdir()) and not work_folder(out).exists()
+    # The published encoder is the trained one, and the .bin is its plain 3D-Speaker state dict.
+    encoder = load_speaker_encoder(out)
+    plain = torch.load(out / "campplus.bin", weights_only=True)
+    assert encoder.config == CAMPPlusConfig.tiny() and list(plain) == list(encoder.state_dict())
+
+
+def test_resume_reproduces_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
+    settings = dict(steps=6, batch_size=8, checkpoint_every=3, keep_checkpoints=5, noisy_snrs=(), log_every=1)
+    full = run(_config(manifest, tmp_path / "full", **settings))
+    # A run killed after step 3 leaves its checkpoint in OUT.partial; resume from there.
+    partial = work_folder(tmp_path / "resumed") / "checkpoints"
+    partial.mkdir(parents=True)
+    shutil.copy(tmp_path / "full" / "checkpoints" / "checkpoint-00000003.pt", partial)
+    torch.manual_seed(1234)  # the checkpoint must bring its own RNG state
+    resumed = run(_config(manifest, tmp_path / "resumed", resume=True, workers=1, **settings))
+    assert resumed.history == full.history
+    a = load_speaker_encoder(tmp_path / "full").state_dict()
+    b = load_speaker_encoder(tmp_path / "resumed").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_over_gloo(manifest: Path, tmp_path: Path) -> None:
+    result = run(_config(manifest, tmp_path / "ddp", steps=2, batch_size=4, gpus=2, noisy_snrs=(), log_every=1))
+    assert [row[0] for row in result.history] == [1, 2]
+    assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-00000002.pt").is_file()
+
+
+def test_cli_evaluates_an_init_bin_and_exports_embeddings(manifest: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch.save(CAMPPlus(CAMPPlusConfig.tiny(embedding_size=32)).state_dict(), tmp_path / "campplus_tiny.bin")
+    out = tmp_path / "eval"
+    result = runner.invoke(app, [
+        "pretrain-speaker", str(manifest), "-o", str(out), "--init", str(tmp_path / "campplus_tiny.bin"),
+        "--steps", "0", "--device", "cpu", "--set", "noisy_snrs=[10]", "--set", "eval_utterances=3",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "10 dB" in result.stderr and "EER seen" in result.stderr
+    rows = (out / "embeddings.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 64 and np.load(out / "embeddings.npy").shape == (64, 32)
+    assert "init:" in (out / "config.yaml").read_text()
+
+
+def test_user_errors_are_one_line_and_leave_nothing(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    torch.save(CAMPPlus(CAMPPlusConfig.tiny()).state_dict(), tmp_path / "whole.bin")
+    data = (tmp_path / "whole.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
+    cases = [
+        (["--resume"], "no checkpoint"),
+        (["--init", str(tmp_path / "cut.bin")], "cut.bin: checkpoint is truncated or corrupt"),
+        (["--set", "batch_size=7"], "not a multiple"),
+    ]
+    for args, needle in cases:
+        result = runner.invoke(app, ["pretrain-speaker", str(manifest), "-o", str(out), "--model", "tiny", *args])
+        assert result.exit_code == 2, result.output
+        last = result.stderr.strip().splitlines()[-1]  # after the info logs: one error line, no traceback
+        assert last.startswith("dv: error: ") and needle in last and "Traceback" not in result.stderr
+        assert not out.exists() and not work_folder(out).exists()
+    (work_folder(out) / "checkpoints").mkdir(parents=True)
+    (work_folder(out) / "checkpoints" / "checkpoint-00000005.pt").write_bytes(b"x")
+    result = runner.invoke(app, ["pretrain-speaker", str(manifest), "-o", str(out)])
+    assert result.exit_code == 2 and "pass --resume" in result.stderr
+
+
+@pytest.mark.slow
+def test_toy_corpus_reaches_low_eer_in_a_few_cpu_minutes(tmp_path: Path) -> None:
+    corpus = default_corpus()
+    if not corpus.is_dir():
+        pytest.skip("examples/toy is not in this checkout")
+    data = prepare(PrepareConfig(source=corpus, out=tmp_path / "data")).manifest
+    result = run(PretrainSpeakerConfig(manifest=data, out=tmp_path / "run", **TOY_SETTINGS))
+    assert result.eer["seen"]["clean"] < 0.05
+    assert "unseen" in result.eer
+
+
+#: The toy-corpus recipe the README quotes (dv pretrain-speaker ... --model tiny ...).
+TOY_SETTINGS: dict = dict(model="tiny", steps=300, batch_size=32, crop_seconds=2.0, optimizer="adamw", lr=3e-3,
+                          device="cpu", workers=1)
