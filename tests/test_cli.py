@@ -100,3 +100,10 @@ def test_internal_errors_are_brief_unless_verbose(tmp_path: Path, monkeypatch: p
 def test_python_m_dvcli_runs_the_same_app() -> None:
     done = subprocess.run([sys.executable, "-m", "dvcli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("dv ")
+
+
+def test_shell_completion_script_is_available() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dvcli", "--show-completion", "bash"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "_dv_completion" in done.stdout
