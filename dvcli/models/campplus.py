@@ -239,7 +239,8 @@ class StatsPool(nn.Module):
     """Mean and (unbiased) standard deviation over time: ``(B, C, T) -> (B, 2C)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=True)], dim=-1)
+        # dim=1, not -1: ONNX Runtime rejects the exported Concat with a negative axis here.
+        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=True)], dim=1)
 
 
 class DenseLayer(nn.Module):

@@ -177,3 +177,23 @@ def test_memory_efficient_mode_gives_the_same_gradients() -> None:
         model(feats).pow(2).sum().backward()
     for (name, a), b in zip(plain.named_parameters(), saving.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_exports_to_onnx_and_onnxruntime_agrees() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    import io
+    import warnings
+
+    model = CAMPPlus(CAMPPlusConfig.tiny()).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 120, 80),), buffer, dynamo=False, input_names=["feats"],
+                          dynamic_axes={"feats": {0: "batch", 1: "frames"}})
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for frames in (120, 257):  # 257: a partial last CAM segment
+        feats = torch.randn(2, frames, 80)
+        with torch.no_grad():
+            expected = model(feats)
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"feats": feats.numpy()})[0]), expected,
+                                   atol=1e-4, rtol=1e-4)

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from dvcli.cli import app
+from dvcli.config import load_config
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.speaker import load_speaker_encoder
 from dvcli.testing import make_corpus
@@ -127,17 +128,21 @@ def test_user_errors_are_one_line_and_leave_nothing(manifest: Path, tmp_path: Pa
     assert result.exit_code == 2 and "pass --resume" in result.stderr
 
 
+TOY_RECIPE = Path(__file__).resolve().parents[2] / "examples" / "pretrain_speaker_tiny.yaml"
+
+
+def test_shipped_toy_recipe_is_a_valid_config() -> None:
+    config = load_config(PretrainSpeakerConfig, TOY_RECIPE)
+    assert config.model == "tiny" and config.steps > 0 and config.batch_size % config.utterances_per_speaker == 0
+
+
 @pytest.mark.slow
 def test_toy_corpus_reaches_low_eer_in_a_few_cpu_minutes(tmp_path: Path) -> None:
     corpus = default_corpus()
     if not corpus.is_dir():
         pytest.skip("examples/toy is not in this checkout")
     data = prepare(PrepareConfig(source=corpus, out=tmp_path / "data")).manifest
-    result = run(PretrainSpeakerConfig(manifest=data, out=tmp_path / "run", **TOY_SETTINGS))
+    config = load_config(PretrainSpeakerConfig, TOY_RECIPE, values={"manifest": data, "out": tmp_path / "run"})
+    result = run(config)
     assert result.eer["seen"]["clean"] < 0.05
-    assert "unseen" in result.eer
-
-
-#: The toy-corpus recipe the README quotes (dv pretrain-speaker ... --model tiny ...).
-TOY_SETTINGS: dict = dict(model="tiny", steps=300, batch_size=32, crop_seconds=2.0, optimizer="adamw", lr=3e-3,
-                          device="cpu", workers=1)
+    assert "unseen" in result.eer and set(result.eer["unseen"]) == {"clean", "10 dB", "5 dB", "0 dB"}
