@@ -17,12 +17,10 @@ runtime reports RTF 0.049 on one Xeon core for CAM++; the CAM++ paper reports 0.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -32,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dvcli.features.fbank import KaldiFbank  # noqa: E402
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
-from dvcli.speaker import SpeakerFrontend  # noqa: E402
+from dvcli.speaker import SpeakerFrontend, export_onnx  # noqa: E402
 from dvcli.testing import voice  # noqa: E402
 
 REFERENCES = {"3D-Speaker ONNX runtime, 1 Xeon core": 0.049, "CAM++ paper": 0.013}
@@ -52,15 +50,10 @@ def _median_seconds(fn, repeats: int) -> float:
 def _onnx_session(model: CAMPPlus, threads: int):
     import onnxruntime as ort
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 298, 80),), buffer, dynamo=False, input_names=["feats"],
-                          output_names=["embedding"], dynamic_axes={"feats": {0: "batch", 1: "frames"}})
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(export_onnx(model), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
 import shutil
 from collections import defaultdict
@@ -30,7 +29,6 @@ import torch
 from torch import nn
 
 from dvcli.atomic import atomic_write_text, is_dv_output
-from dvcli.audio import SAMPLE_RATE, load_audio
 from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
@@ -44,6 +42,7 @@ from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
 from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker_data import SpeakerCrops
 from dvcli.speaker_eval import evaluate_trials, export_embeddings, make_trials, read_trials, results_table, write_results, write_trials
 from dvcli.training import CheckpointManager, grad_norm, step_generator, warmup_cosine
 
@@ -146,57 +145,6 @@ def split_utterances(utterances: list[Utterance], config: PretrainSpeakerConfig)
     return Split(train, seen, unseen, speakers)
 
 
-class SpeakerCrops(torch.utils.data.Dataset):
-    """Item ``step`` = that step's batch: ``(B, crop)`` waveforms and ``(B,)`` speaker labels.
-
-    Batches hold ``B / per_speaker`` speakers (a fresh permutation of all speakers, repeated as
-    needed) with ``per_speaker`` random crops each. Everything is drawn from
-    ``step_generator(seed, step, rank)``, so a batch depends only on its step: data-loading
-    workers, resumption and process count cannot change it.
-    """
-
-    def __init__(
-        self, train: list[Utterance], speakers: list[str], *, batch_size: int, per_speaker: int, crop_seconds: float,
-        seed: int, rank: int, steps: int,
-    ) -> None:
-        label = {s: i for i, s in enumerate(speakers)}
-        self.by_label: list[list[Utterance]] = [[] for _ in speakers]
-        for u in train:
-            self.by_label[label[u.speaker]].append(u)
-        self.batch_size, self.per_speaker = batch_size, per_speaker
-        self.crop = int(round(crop_seconds * SAMPLE_RATE))
-        self.seed, self.rank, self.steps = seed, rank, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = step_generator(self.seed, step, self.rank)
-        slots = self.batch_size // self.per_speaker
-        n = len(self.by_label)
-        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(slots / n))])[:slots]
-        wavs, labels = [], []
-        for speaker in order.tolist():
-            rows = self.by_label[speaker]
-            picks = torch.randint(len(rows), (self.per_speaker,), generator=gen).tolist()
-            starts = torch.rand(self.per_speaker, generator=gen).tolist()
-            for pick, start in zip(picks, starts):
-                wavs.append(self.read_crop(rows[pick], start))
-                labels.append(speaker)
-        return torch.stack(wavs), torch.tensor(labels)
-
-    def read_crop(self, utt: Utterance, start_fraction: float) -> torch.Tensor:
-        """``crop`` samples from ``start_fraction`` of the utterance's spare length; short ones are tiled."""
-        spare = utt.duration - self.crop / SAMPLE_RATE
-        if spare > 0:
-            wav = load_audio(utt.audio, offset=start_fraction * spare, duration=self.crop / SAMPLE_RATE)
-        else:
-            wav = load_audio(utt.audio)
-        if wav.shape[0] < self.crop:
-            wav = wav.repeat(math.ceil(self.crop / wav.shape[0]))
-        return wav[: self.crop]
-
-
 class SpeakerClassifier(nn.Module):
     """CAM++ + AAM-Softmax, one module so DDP sees every trained parameter."""
 
@@ -266,6 +214,12 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     results = evaluate_trials(frontend.embed, sets, snrs=config.noisy_snrs, augmenter=augmenter, seed=config.seed)
     table = results_table(results, titles)
     log.info("speaker verification:\n%s", table)
+    if (work / "tensorboard").is_dir():
+        writer = _summary_writer(work)
+        for name, row in results.items():
+            for condition, result in row.items():
+                writer.add_scalar(f"eer/{name}/{condition.replace(' ', '')}", result.eer, config.steps)
+        writer.close()
 
     with stage_output(out, stage="pretrain-speaker", config=config, inputs={"manifest": Path(config.manifest).resolve()}) as tmp:
         payload = {"model": encoder.state_dict(), "model_config": dataclasses.asdict(encoder.config),
@@ -436,7 +390,7 @@ def _train(
                     })
                 barrier()
             if bar is not None:
-                bar.update(task, advance=1, description=f"training CAM++ (loss {window[-1][0] if window else row[1]:.3f})")
+                bar.update(task, advance=1, description=f"training CAM++ (loss {float(loss):.3f})")
     if writer is not None:
         writer.close()
     return history

@@ -168,10 +168,15 @@ class CAMLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, bn_channels, T) -> (B, out_channels, T)``."""
+        frames = x.shape[-1]
         local = self.linear_local(x)
-        context = x.mean(-1, keepdim=True) + self.segment_pooling(x)
+        # The context is constant within a segment and the mask network is frame-wise, so it runs
+        # once per segment and is broadcast afterwards: the same values as running it on every
+        # frame (segment_pooling), at 1/segment_frames of the cost.
+        segments = F.avg_pool1d(x, kernel_size=self.segment_frames, stride=self.segment_frames, ceil_mode=True)
+        context = x.mean(-1, keepdim=True) + segments  # (B, C, ceil(T / segment_frames))
         mask = torch.sigmoid(self.linear2(F.relu(self.linear1(context))))
-        return local * mask
+        return local * mask.repeat_interleave(self.segment_frames, dim=-1)[..., :frames]
 
 
 class CAMDenseTDNNLayer(nn.Module):
