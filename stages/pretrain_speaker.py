@@ -60,7 +60,7 @@ class PretrainSpeakerConfig(StageConfig):
     out: Path = Path("runs/campplus")  # output folder
     model: Literal["campplus", "tiny"] = "campplus"  # architecture preset (tiny = small CAM++ for CPU demos)
     embedding_size: int = 192  # embedding dimension (3D-Speaker ships 192 and 512)
-    init: Path | None = None  # start from these weights (3D-Speaker campplus_*.bin or a dv speaker checkpoint)
+    init: Path | None = None  # start from these weights (3D-Speaker campplus_*.bin or dv checkpoint; sets the architecture)
     steps: int = 20000  # optimizer steps; 0 = only evaluate (the --init weights or a random init)
     batch_size: int = 64  # crops per step and process
     utterances_per_speaker: int = 2  # crops per speaker in a batch (batches are speaker-balanced)
@@ -184,6 +184,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
     trials = read_trials(Path(config.trials), {u.id: u for u in utterances}) if config.trials else None
+    sets, titles = _trial_sets(config, split, utterances, trials)
     # Load --init here, so a bad file fails before anything is written.
     init = load_speaker_encoder(config.init) if config.init is not None and resume_from is None else None
 
@@ -206,7 +207,6 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
 
     device = resolve_device(config.device)
     frontend = SpeakerFrontend(encoder).to(device).eval()
-    sets, titles = _trial_sets(config, split, utterances, trials)
     augmenter = Augmenter(
         AugmentConfig(noise_dir=config.augment.noise_dir, noise_kinds=config.augment.noise_kinds),
         speech=[u.audio for u in split.train[:500]],
@@ -371,6 +371,7 @@ def _train(
             scheduler.step()
             accuracy = (logits.argmax(-1) == labels).float().mean()
             window.append((float(loss.detach()), float(accuracy)))
+            last_loss = window[-1][0]
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
                 mean = all_reduce_mean(torch.tensor(window, device=device).mean(0))
                 row = [step + 1, float(mean[0]), float(mean[1]), optimizer.param_groups[0]["lr"], margin]
@@ -390,7 +391,7 @@ def _train(
                     })
                 barrier()
             if bar is not None:
-                bar.update(task, advance=1, description=f"training CAM++ (loss {float(loss):.3f})")
+                bar.update(task, advance=1, description=f"training CAM++ (loss {last_loss:.3f})")
     if writer is not None:
         writer.close()
     return history
