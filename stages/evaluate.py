@@ -6,7 +6,7 @@ Each system is a ``synth.tsv`` (or a manifest, scored as ground truth; see
 - ``cer``/``wer``: offline ASR transcript against the input text (both normalised);
 - ``secs``: cosine similarity between the clip's and the target audio's verifier embeddings
   (target = ``ref_clean`` when given, else ``ref``); ``secs_speaker`` additionally against the
-  centroid of the target speaker's utterances in ``target_manifest``;
+  centroid of the target speaker's utterances in ``target_manifest`` (leaving the clip itself out);
 - ``dnsmos_ovrl/sig/bak/p808``: DNSMOS quality estimates.
 
 Writes ``report.json`` (every group's mean, 95% CI and count, timing per metric), ``report.md``
@@ -152,8 +152,9 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                 e = verifier.embed([wav])[0]
                 if clip.target is not None:
                     rec["secs"] = float(cosine(e, embed(clip.target))[0])
-                if clip.speaker in centroids:
-                    rec["secs_speaker"] = float(cosine(e, centroids[clip.speaker])[0])
+                centroid = _centroid(centroids[clip.speaker], clip.audio) if clip.speaker in centroids else None
+                if centroid is not None:
+                    rec["secs_speaker"] = float(cosine(e, centroid)[0])
                 spent["secs"] = time.perf_counter() - t0
             if dnsmos is not None:
                 t0 = time.perf_counter()
@@ -211,8 +212,10 @@ def _check_audio(clips: list[Clip], refs: bool) -> None:
         audio_info(path)  # raises UserError naming the file
 
 
-def _speaker_centroids(config: EvaluateConfig, clips: list[Clip], verifier: Any) -> dict[str, np.ndarray]:
-    """Mean embedding of each target speaker's clean utterances; also fills in clips' speakers from their refs."""
+def _speaker_centroids(
+    config: EvaluateConfig, clips: list[Clip], verifier: Any
+) -> dict[str, list[tuple[Path, np.ndarray]]]:
+    """Embeddings of each target speaker's clean utterances; also fills in clips' speakers from their refs."""
     rows = read_manifest(config.target_manifest)  # type: ignore[arg-type]
     by_path = {u.audio.resolve(): u.speaker for u in rows}
     by_id = {u.id: u.speaker for u in rows}
@@ -235,17 +238,21 @@ def _speaker_centroids(config: EvaluateConfig, clips: list[Clip], verifier: Any)
             f"{config.target_manifest}: cannot tell the clips' speakers (synth.tsv has no 'speaker' column and "
             "its refs are not in this manifest); add a 'speaker' column"
         )
-    centroids = {}
+    enrolled: dict[str, list[tuple[Path, np.ndarray]]] = {}
     for speaker in sorted(wanted):
         utts = [u for u in rows if u.speaker == speaker and u.condition in ("", "clean")][: config.target_utterances]
-        if not utts:
-            continue
-        e = verifier.embed([load_audio(u.audio).numpy() for u in utts])
-        e = e[np.isfinite(e).all(axis=1)]
-        if len(e):
-            mean = e.mean(axis=0)
-            centroids[speaker] = mean / np.linalg.norm(mean)
-    return centroids
+        e = verifier.embed([load_audio(u.audio).numpy() for u in utts]) if utts else np.zeros((0, 1))
+        enrolled[speaker] = [(u.audio.resolve(), v) for u, v in zip(utts, e) if np.isfinite(v).all()]
+    return enrolled
+
+
+def _centroid(enrolled: list[tuple[Path, np.ndarray]], leave_out: Path) -> np.ndarray | None:
+    """Mean embedding of a speaker's utterances, without the clip being scored (a clip is not its own target)."""
+    rows = [e for path, e in enrolled if path != leave_out.resolve()]
+    if not rows:
+        return None
+    mean = np.mean(rows, axis=0)
+    return mean / np.linalg.norm(mean)
 
 
 def _markdown(
