@@ -51,14 +51,16 @@ def main() -> None:
 
     t0 = time.perf_counter()
     asr, verifier, dnsmos = load_asr("pocketsphinx"), load_verifier("resemblyzer"), load_dnsmos()
-    print(f"loading all three scorers (once per process): {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}")
+    print(
+        f"loading all three scorers (once per process): {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}"
+    )
     print(f"{'metric':<12}{'clip s':>8}{'s/clip':>10}{'RTF':>8}")
     for seconds in args.lengths:
         wav = clip(seconds)
         for name, fn in (
-            ("asr", lambda: asr.transcribe(wav)),
-            ("secs", lambda: verifier.embed([wav])),
-            ("dnsmos", lambda: dnsmos.score(wav)),
+            ("asr", lambda wav=wav: asr.transcribe(wav)),
+            ("secs", lambda wav=wav: verifier.embed([wav])),
+            ("dnsmos", lambda wav=wav: dnsmos.score(wav)),
         ):
             s = median_time(fn, args.repeats)
             print(f"{name:<12}{seconds:>8.1f}{s:>10.3f}{s / seconds:>8.3f}")
@@ -68,8 +70,10 @@ def main() -> None:
     encoder = verifier.encoder
     default = median_time(lambda: encoder.embed_utterance(wav), args.repeats)
     verifier_1 = median_time(lambda: verifier.embed([wav]), args.repeats)
-    print(f"resemblyzer 3 s clip: {torch.get_num_threads()} threads {default:.3f} s, 1 thread (dv) {verifier_1:.3f} s, "
-          f"ratio {default / verifier_1:.1f}x")
+    print(
+        f"resemblyzer 3 s clip: {torch.get_num_threads()} threads {default:.3f} s, 1 thread (dv) {verifier_1:.3f} s, "
+        f"ratio {default / verifier_1:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ TABLE1 = ("cer", "secs", "secs_speaker", "dnsmos_ovrl")
 class EvaluateConfig(StageConfig):
     """Settings of ``dv evaluate run``."""
 
-    systems: list[Path] = dataclasses.field(default_factory=list)  # synth.tsv files (or their folders); manifests count as ground truth
+    systems: list[Path] = dataclasses.field(
+        default_factory=list
+    )  # synth.tsv files (or their folders); manifests count as ground truth
     out: Path  # report folder
     names: list[str] = dataclasses.field(default_factory=list)  # one name per system (default: the table's folder name)
     ground_truth: Path | None = None  # a manifest whose real recordings are scored as the 'ground truth' system
@@ -76,7 +78,9 @@ class EvaluateConfig(StageConfig):
     metrics: list[MetricName] = dataclasses.field(default_factory=lambda: ["cer", "secs", "dnsmos"])  # what to measure
     asr: str = POCKETSPHINX  # 'pocketsphinx' or a local Whisper checkpoint folder
     verifier: str = RESEMBLYZER  # 'resemblyzer' or a CAM++ / joint checkpoint (SECS)
-    target_manifest: Path | None = None  # clean utterances of the target speakers: adds SECS against each speaker's centroid
+    target_manifest: Path | None = (
+        None  # clean utterances of the target speakers: adds SECS against each speaker's centroid
+    )
     target_utterances: int = 10  # at most this many utterances per speaker form the centroid
     max_clips: int = 0  # score at most this many clips per system (0 = all)
     plots: bool = True  # write PNG bar charts
@@ -144,8 +148,12 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                 tr = score_transcript(clip.text, asr.transcribe(wav))
                 spent["asr"] = time.perf_counter() - t0
                 rec.update(
-                    cer=tr.cer, wer=tr.wer, char_errors=tr.char_errors, chars=tr.chars,
-                    text=tr.reference, transcript=tr.hypothesis,
+                    cer=tr.cer,
+                    wer=tr.wer,
+                    char_errors=tr.char_errors,
+                    chars=tr.chars,
+                    text=tr.reference,
+                    transcript=tr.hypothesis,
                 )
             if verifier is not None and (clip.target is not None or clip.speaker in centroids):
                 t0 = time.perf_counter()
@@ -256,7 +264,12 @@ def _centroid(enrolled: list[tuple[Path, np.ndarray]], leave_out: Path) -> np.nd
 
 
 def _markdown(
-    groups: list[Group], keys: list[str], systems: list[str], conditions: list[str], report: dict[str, Any], plots: list[str]
+    groups: list[Group],
+    keys: list[str],
+    systems: list[str],
+    conditions: list[str],
+    report: dict[str, Any],
+    plots: list[str],
 ) -> str:
     table1 = [METRICS[k] for k in TABLE1 if k in keys]
     others = [METRICS[k] for k in keys]
@@ -275,11 +288,19 @@ def _markdown(
     ]
     cer_rows = [g for g in groups if "corpus_cer" in g.extra]
     if cer_rows:
-        lines += ["Corpus-level CER (all edits / all characters): " + "; ".join(
-            f"{g.system} / {g.condition} {100 * g.extra['corpus_cer']:.1f}%" for g in cer_rows) + ".", ""]
+        lines += [
+            "Corpus-level CER (all edits / all characters): "
+            + "; ".join(f"{g.system} / {g.condition} {100 * g.extra['corpus_cer']:.1f}%" for g in cer_rows)
+            + ".",
+            "",
+        ]
     if report["timing_seconds_per_clip"]:
-        lines += ["Compute time per clip: " + ", ".join(
-            f"{k} {v:.3f} s" for k, v in report["timing_seconds_per_clip"].items()) + ".", ""]
+        lines += [
+            "Compute time per clip: "
+            + ", ".join(f"{k} {v:.3f} s" for k, v in report["timing_seconds_per_clip"].items())
+            + ".",
+            "",
+        ]
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from dvcli.atomic import write_json
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
-from dvcli.evaluation.mos import read_items, read_ratings, rating_records, screen_raters
+from dvcli.evaluation.mos import rating_records, read_items, read_ratings, screen_raters
 from dvcli.evaluation.report import Group, Metric, long_markdown, plot_bars, summarize, table1_markdown
 from dvcli.outputs import add_meta, stage_output
 
@@ -70,7 +70,9 @@ def run(config: MosConfig) -> MosResult:
     keys = [m.key for m in MOS_METRICS]
     groups = summarize(records, keys, systems, conditions)
     for g in groups:
-        g.extra["raters"] = len({r["rater"] for r in records if r["system"] == g.system and r["condition"] == g.condition})
+        g.extra["raters"] = len(
+            {r["rater"] for r in records if r["system"] == g.system and r["condition"] == g.condition}
+        )
     metrics = [m for m in MOS_METRICS if any(m.key in g.stats for g in groups)]
 
     out = Path(config.out)
@@ -87,8 +89,10 @@ def run(config: MosConfig) -> MosResult:
         text = [
             "# dv evaluate mos",
             "",
-            f"{len(kept)} raters kept, {len(dropped)} dropped by attention checks; {len(records)} ratings. "
-            "Mean ± half-width of the 95% confidence interval (Student's t over ratings).",
+            (
+                f"{len(kept)} raters kept, {len(dropped)} dropped by attention checks; {len(records)} ratings. "
+                "Mean ± half-width of the 95% confidence interval (Student's t over ratings)."
+            ),
             "",
             table1_markdown(groups, metrics, systems, conditions),
             "",

@@ -27,7 +27,9 @@ from dvcli.outputs import add_meta, stage_output
 class MosKitConfig(StageConfig):
     """Settings of ``dv evaluate mos-kit``."""
 
-    systems: list[Path] = dataclasses.field(default_factory=list)  # synth.tsv files (or folders); manifests = ground truth
+    systems: list[Path] = dataclasses.field(
+        default_factory=list
+    )  # synth.tsv files (or folders); manifests = ground truth
     out: Path  # kit folder
     names: list[str] = dataclasses.field(default_factory=list)  # one name per system (default: the table's folder name)
     ground_truth: Path | None = None  # a manifest whose recordings join the test as 'ground truth'
@@ -72,9 +74,13 @@ def run(config: MosKitConfig) -> MosKitResult:
     clips = gather_clips(config.systems, config.names, config.ground_truth, config.split, config.max_clips)
     rng = random.Random(config.seed)
     # Anonymous ids drawn at random, shared by clips and checks, so neither the page nor the file names tell them apart.
-    ids = [f"i{n:04d}" for n in rng.sample(range(1, 10 * (len(clips) + config.checks) + 10), len(clips) + config.checks)]
+    ids = [
+        f"i{n:04d}" for n in rng.sample(range(1, 10 * (len(clips) + config.checks) + 10), len(clips) + config.checks)
+    ]
     out = Path(config.out)
-    with stage_output(out, stage="evaluate-mos-kit", config=config, inputs={"systems": list(map(str, config.systems))}) as tmp:
+    with stage_output(
+        out, stage="evaluate-mos-kit", config=config, inputs={"systems": list(map(str, config.systems))}
+    ) as tmp:
         (tmp / "audio").mkdir()
         refs: dict[Path, str] = {}
         items: list[KitItem] = []
@@ -93,8 +99,17 @@ def run(config: MosKitConfig) -> MosKitResult:
             count = (1, 2, 4, 5)[rng.randrange(4)]  # never 3: the scale's middle is where a careless rater lands
             audio = f"audio/{item_id}.wav"
             save_audio(tmp / audio, beeps(count), 16000)
-            items.append(KitItem(item_id, CHECK_SYSTEM, f"check {k + 1}", f"check{k + 1}", audio,
-                                 rng.choice(ref_pool) if ref_pool else "", check=count))
+            items.append(
+                KitItem(
+                    item_id,
+                    CHECK_SYSTEM,
+                    f"check {k + 1}",
+                    f"check{k + 1}",
+                    audio,
+                    rng.choice(ref_pool) if ref_pool else "",
+                    check=count,
+                )
+            )
         orders = build_orders(items, lists=config.lists, per_group=config.per_group, seed=config.seed)
         kit_id = hashlib.sha1("\n".join(i.item + i.audio for i in items).encode()).hexdigest()[:12]
         page_items = {it.item: {"audio": it.audio, "ref": it.ref} for it in items}

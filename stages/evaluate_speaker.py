@@ -69,7 +69,9 @@ class SpeakerEvalResult:
     def summary(self) -> dict[str, object]:
         rows: dict[str, object] = {"report": self.out / "report.md", "verifier": self.verifier}
         for cond, r in self.conditions.items():
-            rows[cond] = f"EER {100 * r['eer']:.2f}%  minDCF {r['min_dcf']:.3f}  ({r['targets']}+{r['nontargets']} trials)"
+            rows[cond] = (
+                f"EER {100 * r['eer']:.2f}%  minDCF {r['min_dcf']:.3f}  ({r['targets']}+{r['nontargets']} trials)"
+            )
         rows["time per clip (embedding)"] = f"{self.seconds_per_clip:.3f} s"
         return rows
 
@@ -113,8 +115,11 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
         task = bar.add_task("scoring trials", total=len(trials))
         for t in trials:
             scores.append(float(cosine(embedding(t.enrol, None), embedding(t.test, t.snr))[0]))
-            bar.update(task, advance=1, description=f"scoring trials [dim]{t.condition}[/dim] "
-                       f"{spent[-1] if spent else 0:.2f}s/clip")
+            bar.update(
+                task,
+                advance=1,
+                description=f"scoring trials [dim]{t.condition}[/dim] {spent[-1] if spent else 0:.2f}s/clip",
+            )
 
     by_condition: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(trials):
@@ -130,8 +135,11 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
         except ValueError:
             raise UserError(f"condition '{cond}': trials need both same-speaker and different-speaker pairs") from None
         results[cond] = {
-            "eer": rate, "min_dcf": dcf, "threshold": threshold,
-            "targets": int(y[ok].sum()), "nontargets": int((1 - y[ok]).sum()),
+            "eer": rate,
+            "min_dcf": dcf,
+            "threshold": threshold,
+            "targets": int(y[ok].sum()),
+            "nontargets": int((1 - y[ok]).sum()),
         }
 
     out = Path(config.out)
@@ -145,8 +153,10 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
             for t, s in zip(trials, scores):
                 w.writerow([t.enrol, t.test, t.label, t.condition, f"{s:.6f}"])
         lines = [
-            "# dv evaluate speaker", "",
-            f"Verifier: {verifier.name}. Noisy conditions add noise ({noise.name}) to the test clip of every clean trial.", "",
+            "# dv evaluate speaker",
+            "",
+            f"Verifier: {verifier.name}. Noisy conditions add noise ({noise.name}) to the test clip of every clean trial.",
+            "",
             f"| Condition | EER % | minDCF (p={config.p_target:g}) | target trials | non-target trials |",
             "|---|---|---|---|---|",
         ]
@@ -172,14 +182,22 @@ def read_trials(path: Path) -> list[Trial]:
         reader = csv.DictReader(f, delimiter="\t")
         missing = [c for c in ("enrol", "test", "label") if c not in (reader.fieldnames or [])]
         if missing:
-            raise UserError(f"{path}: trial list needs a header with columns enrol, test, label (missing {', '.join(missing)})")
+            raise UserError(
+                f"{path}: trial list needs a header with columns enrol, test, label (missing {', '.join(missing)})"
+            )
         trials = []
         for lineno, row in enumerate(reader, start=2):
             if row["label"].strip() not in ("0", "1"):
                 raise UserError(f"{path}:{lineno}: label must be 1 (same speaker) or 0, got '{row['label']}'")
-            resolve = lambda p: Path(p) if Path(p).is_absolute() else base / p  # noqa: E731
-            trials.append(Trial(resolve(row["enrol"]), resolve(row["test"]), int(row["label"]),
-                                (row.get("condition") or "clean").strip() or "clean"))
+            resolve = lambda p: Path(p) if Path(p).is_absolute() else base / p
+            trials.append(
+                Trial(
+                    resolve(row["enrol"]),
+                    resolve(row["test"]),
+                    int(row["label"]),
+                    (row.get("condition") or "clean").strip() or "clean",
+                )
+            )
     if not trials:
         raise UserError(f"{path}: trial list has no rows")
     return trials

@@ -35,7 +35,9 @@ app.add_typer(group, name="evaluate")
 
 Systems = Annotated[
     Optional[list[Path]],
-    typer.Argument(help="synth.tsv files (or folders holding one); a manifest.tsv counts as ground truth.", exists=True),
+    typer.Argument(
+        help="synth.tsv files (or folders holding one); a manifest.tsv counts as ground truth.", exists=True
+    ),
 ]
 Names = Annotated[
     Optional[list[str]], typer.Option("--name", help="Name of each system, in order (default: the table's folder).")
@@ -69,13 +71,17 @@ def run(
     ground_truth: GroundTruth = None,
     split: Split = None,
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated: cer,secs,dnsmos (default all).")] = None,
-    asr: Annotated[Optional[str], typer.Option(help="'pocketsphinx' (default) or a local Whisper checkpoint folder.")] = None,
+    asr: Annotated[
+        Optional[str], typer.Option(help="'pocketsphinx' (default) or a local Whisper checkpoint folder.")
+    ] = None,
     verifier: Annotated[
         Optional[str], typer.Option(help="SECS verifier: 'resemblyzer' (default) or a CAM++ checkpoint.")
     ] = None,
     target_manifest: Annotated[
         Optional[Path],
-        typer.Option(exists=True, help="Manifest of the target speakers' clean speech: adds SECS to each speaker's centroid."),
+        typer.Option(
+            exists=True, help="Manifest of the target speakers' clean speech: adds SECS to each speaker's centroid."
+        ),
     ] = None,
     max_clips: MaxClips = None,
     plots: Annotated[Optional[bool], typer.Option("--plots/--no-plots", help="Write PNG bar charts.")] = None,
@@ -91,10 +97,22 @@ def run(
     Example: dv evaluate run runs/synth-dino/synth.tsv runs/synth-base/synth.tsv --ground-truth data/manifest.tsv --split heldout -o report
     """
     cfg = stage_config(
-        evaluate_stage.EvaluateConfig, config, set_,
-        systems=systems, out=out, names=name, ground_truth=ground_truth, split=split, metrics=_listed(metrics),
-        asr=asr, verifier=verifier, target_manifest=target_manifest, max_clips=max_clips, plots=plots,
-        device=device, seed=seed,
+        evaluate_stage.EvaluateConfig,
+        config,
+        set_,
+        systems=systems,
+        out=out,
+        names=name,
+        ground_truth=ground_truth,
+        split=split,
+        metrics=_listed(metrics),
+        asr=asr,
+        verifier=verifier,
+        target_manifest=target_manifest,
+        max_clips=max_clips,
+        plots=plots,
+        device=device,
+        seed=seed,
     )
     print_summary("dv evaluate", evaluate_stage.run(cfg).summary())
 
@@ -106,13 +124,22 @@ def speaker(
         Optional[str], typer.Option(help="'resemblyzer' (default) or a CAM++ / joint checkpoint to evaluate.")
     ] = None,
     trials: Annotated[
-        Optional[Path], typer.Option(exists=True, dir_okay=False, help="Trial list TSV: enrol, test, label[, condition].")
+        Optional[Path],
+        typer.Option(exists=True, dir_okay=False, help="Trial list TSV: enrol, test, label[, condition]."),
     ] = None,
-    manifest: Annotated[Optional[Path], typer.Option(exists=True, help="Draw trials from this manifest instead.")] = None,
+    manifest: Annotated[
+        Optional[Path], typer.Option(exists=True, help="Draw trials from this manifest instead.")
+    ] = None,
     split: Split = None,
-    trials_per_speaker: Annotated[Optional[int], typer.Option(help="Same-speaker trials per speaker (and as many others).")] = None,
-    snrs: Annotated[Optional[str], typer.Option(help="Noisy conditions: SNRs in dB, comma-separated (default 0,5,10; '' = none).")] = None,
-    noise: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")] = None,
+    trials_per_speaker: Annotated[
+        Optional[int], typer.Option(help="Same-speaker trials per speaker (and as many others).")
+    ] = None,
+    snrs: Annotated[
+        Optional[str], typer.Option(help="Noisy conditions: SNRs in dB, comma-separated (default 0,5,10; '' = none).")
+    ] = None,
+    noise: Annotated[
+        Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,
@@ -123,9 +150,19 @@ def speaker(
     Example: dv evaluate speaker --verifier runs/campplus/model.pt --manifest data/manifest.tsv --split heldout -o report/speaker
     """
     cfg = stage_config(
-        speaker_stage.SpeakerEvalConfig, config, set_,
-        out=out, verifier=verifier, trials=trials, manifest=manifest, split=split,
-        trials_per_speaker=trials_per_speaker, snrs=_floats(snrs), noise=noise, device=device, seed=seed,
+        speaker_stage.SpeakerEvalConfig,
+        config,
+        set_,
+        out=out,
+        verifier=verifier,
+        trials=trials,
+        manifest=manifest,
+        split=split,
+        trials_per_speaker=trials_per_speaker,
+        snrs=_floats(snrs),
+        noise=noise,
+        device=device,
+        seed=seed,
     )
     print_summary("dv evaluate speaker", speaker_stage.run(cfg).summary())
 
@@ -133,9 +170,9 @@ def speaker(
 @group.command("mos-kit")
 def mos_kit(
     systems: Systems = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Kit folder (index.html, audio/, items.tsv).", file_okay=False)] = Path(
-        "mos-kit"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Kit folder (index.html, audio/, items.tsv).", file_okay=False)
+    ] = Path("mos-kit"),
     name: Names = None,
     ground_truth: GroundTruth = None,
     split: Split = None,
@@ -156,9 +193,20 @@ def mos_kit(
     Example: dv evaluate mos-kit runs/synth-dino/synth.tsv runs/synth-base/synth.tsv --max-clips 20 -o mos-kit
     """
     cfg = stage_config(
-        kit_stage.MosKitConfig, config, set_,
-        systems=systems, out=out, names=name, ground_truth=ground_truth, split=split, max_clips=max_clips,
-        lists=lists, per_group=per_group, checks=checks, title=title, seed=seed,
+        kit_stage.MosKitConfig,
+        config,
+        set_,
+        systems=systems,
+        out=out,
+        names=name,
+        ground_truth=ground_truth,
+        split=split,
+        max_clips=max_clips,
+        lists=lists,
+        per_group=per_group,
+        checks=checks,
+        title=title,
+        seed=seed,
     )
     print_summary("dv evaluate mos-kit", kit_stage.run(cfg).summary())
 
@@ -169,7 +217,8 @@ def mos(
     kit: Annotated[Path, typer.Option(exists=True, file_okay=False, help="The kit folder (holds items.tsv).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("mos-report"),
     min_check_accuracy: Annotated[
-        Optional[float], typer.Option(help="Keep raters passing at least this fraction of attention checks (default 1).")
+        Optional[float],
+        typer.Option(help="Keep raters passing at least this fraction of attention checks (default 1)."),
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

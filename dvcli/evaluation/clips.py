@@ -103,9 +103,7 @@ def read_system(path: str | Path, name: str | None = None, split: str | None = N
         return _read_synth(path, name or path.resolve().parent.name)
     if "audio" in header:
         return ground_truth_clips(path, name=name or GROUND_TRUTH, split=split)
-    raise UserError(
-        f"{path}: header has neither an 'out' column (synth.tsv) nor an 'audio' column (manifest.tsv)"
-    )
+    raise UserError(f"{path}: header has neither an 'out' column (synth.tsv) nor an 'audio' column (manifest.tsv)")
 
 
 def gather_clips(

@@ -72,9 +72,7 @@ def beeps(count: int, sample_rate: int = 16000, freq: float = 880.0) -> np.ndarr
     return np.concatenate(parts).astype(np.float32)
 
 
-def build_orders(
-    items: Sequence[KitItem], *, lists: int, per_group: int = 0, seed: int = 0
-) -> list[list[str]]:
+def build_orders(items: Sequence[KitItem], *, lists: int, per_group: int = 0, seed: int = 0) -> list[list[str]]:
     """Balanced, randomised presentation orders (lists of item ids), attention checks included.
 
     Args:
@@ -94,7 +92,7 @@ def build_orders(
     for k in range(lists):
         rng = random.Random(f"{seed}/list{k}")
         hands = []
-        for key, deck in decks.items():
+        for deck in decks.values():
             n = len(deck) if per_group <= 0 else min(per_group, len(deck))
             start = (k * n) % len(deck)
             hand = [deck[(start + j) % len(deck)] for j in range(n)]
@@ -220,7 +218,9 @@ def screen_raters(
     return kept, dropped
 
 
-def rating_records(ratings: Sequence[Rating], items: dict[str, KitItem], raters: Iterable[str]) -> list[dict[str, object]]:
+def rating_records(
+    ratings: Sequence[Rating], items: dict[str, KitItem], raters: Iterable[str]
+) -> list[dict[str, object]]:
     """Real-clip ratings of the given raters as report records (system, condition, naturalness, similarity)."""
     keep = set(raters)
     return [

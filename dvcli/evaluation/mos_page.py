@@ -155,6 +155,7 @@ function show() {
   if (item.ref) { $("ref").src = item.ref; scale($("sim"), "sim", KIT.similarity); }
   played = false;
   state.shown = Date.now();
+  window.scrollTo(0, 0);
   update();
 }
 

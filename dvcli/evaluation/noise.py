@@ -18,7 +18,9 @@ from dvcli.errors import UserError
 NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator | None = None) -> np.ndarray:
+def mix_at_snr(
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Add ``noise`` to ``clean`` so that 10 log10(P_clean / P_noise) equals ``snr_db``.
 
     ``noise`` is tiled and cropped at a random offset to the clean clip's length. The mix is scaled
@@ -62,7 +64,9 @@ class NoiseSource:
         if folder is not None:
             self.files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in NOISE_SUFFIXES)
             if not self.files:
-                raise UserError(f"{folder}: no noise audio found ({', '.join(NOISE_SUFFIXES)}); give a folder of noise clips")
+                raise UserError(
+                    f"{folder}: no noise audio found ({', '.join(NOISE_SUFFIXES)}); give a folder of noise clips"
+                )
         self.name = "noise" if self.files else "white"
         self._rng = random.Random(seed)
         self._cache: dict[Path, np.ndarray] = {}

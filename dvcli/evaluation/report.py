@@ -49,7 +49,13 @@ class Group:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"system": self.system, "condition": self.condition, "count": self.count, "metrics": self.stats, **self.extra}
+        return {
+            "system": self.system,
+            "condition": self.condition,
+            "count": self.count,
+            "metrics": self.stats,
+            **self.extra,
+        }
 
 
 def summarize(

@@ -201,7 +201,9 @@ def _campplus_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
     try:
         from dvcli.models.campplus import CAMPPlus, config_from_state_dict
     except ImportError:
-        raise path_error(path, "is a CAM++ checkpoint, but this dv has no CAM++ model yet", "use --verifier resemblyzer") from None
+        raise path_error(
+            path, "is a CAM++ checkpoint, but this dv has no CAM++ model yet", "use --verifier resemblyzer"
+        ) from None
     state = _find_campplus_state(obj)
     assert state is not None
     try:

@@ -43,8 +43,11 @@ def test_synth_tsv_paths_resolve_against_its_folder_and_name_defaults_to_folder(
 def test_noise_type_and_snr_become_part_of_the_condition(tmp_path: Path) -> None:
     table = _synth(
         tmp_path / "s" / "synth.tsv",
-        ["a\tx\tr.wav\tr_clean.wav\tnoisy\tbabble\t5\ta.wav", "b\tx\tr.wav\t\tnoisy\tbabble\t10\tb.wav",
-         "c\tx\tr.wav\t\tclean\t\t\tc.wav"],
+        [
+            "a\tx\tr.wav\tr_clean.wav\tnoisy\tbabble\t5\ta.wav",
+            "b\tx\tr.wav\t\tnoisy\tbabble\t10\tb.wav",
+            "c\tx\tr.wav\t\tclean\t\t\tc.wav",
+        ],
         header="id\ttext\tref\tref_clean\tcondition\tnoise\tsnr\tout",
     )
     clips = read_system(table)
@@ -70,7 +73,18 @@ def test_single_utterance_speakers_get_no_reference(tmp_path: Path) -> None:
 
 def test_write_then_read_round_trips(tmp_path: Path) -> None:
     clips = [
-        Clip("x", "a", tmp_path / "a.wav", "Hello.", tmp_path / "r.wav", tmp_path / "rc.wav", "spk", "noisy", "white", 5.0),
+        Clip(
+            "x",
+            "a",
+            tmp_path / "a.wav",
+            "Hello.",
+            tmp_path / "r.wav",
+            tmp_path / "rc.wav",
+            "spk",
+            "noisy",
+            "white",
+            5.0,
+        ),
         Clip("x", "b", tmp_path / "b.wav", "Bye.", None, None, "", "clean"),
     ]
     write_synth_table(tmp_path / "x" / "synth.tsv", clips)

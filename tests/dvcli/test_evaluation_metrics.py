@@ -63,9 +63,15 @@ def test_mix_at_snr_refuses_silent_noise() -> None:
 def _records() -> list[dict]:
     # Three clips per cell: the 95% half-width is t(2) * sd / sqrt(3), with t(2) exact.
     rows = []
-    for system, cond, values in [("A", "clean", [0.1, 0.2, 0.3]), ("A", "noisy", [0.2, 0.2, 0.5]), ("B", "clean", [0.4, 0.4, 0.4])]:
+    for system, cond, values in [
+        ("A", "clean", [0.1, 0.2, 0.3]),
+        ("A", "noisy", [0.2, 0.2, 0.5]),
+        ("B", "clean", [0.4, 0.4, 0.4]),
+    ]:
         for i, v in enumerate(values):
-            rows.append({"system": system, "condition": cond, "id": str(i), "secs": v, "cer": math.nan if system == "B" else v})
+            rows.append(
+                {"system": system, "condition": cond, "id": str(i), "secs": v, "cer": math.nan if system == "B" else v}
+            )
     return rows
 
 
@@ -88,7 +94,10 @@ def test_table1_has_one_row_per_system_and_a_column_block_per_condition(tmp_path
     groups = summarize(_records(), ["secs", "cer"], ["A", "B"], ["clean", "noisy"])
     table = table1_markdown(groups, metrics, ["A", "B"], ["clean", "noisy"]).splitlines()
     assert table[0] == "| System | clean: CER % | clean: SECS | noisy: CER % | noisy: SECS |"
-    assert table[2] == f"| A | 20.0 ± {100 * T_975_DF2 * 0.1 / math.sqrt(3):.1f} | 0.200 ± 0.248 | 30.0 ± 43.0 | 0.300 ± 0.430 |"
+    assert (
+        table[2]
+        == f"| A | 20.0 ± {100 * T_975_DF2 * 0.1 / math.sqrt(3):.1f} | 0.200 ± 0.248 | 30.0 ± 43.0 | 0.300 ± 0.430 |"
+    )
     assert table[3] == "| B | – | 0.400 ± 0.000 | – | – |"
     assert len(long_markdown(groups, metrics).splitlines()) == 2 + 3
     assert plot_bars(groups, metrics[1], ["A", "B"], ["clean", "noisy"], tmp_path / "secs.png")

@@ -40,7 +40,13 @@ def test_pocketsphinx_recognises_the_shipped_speech_clip() -> None:
 
 def _tiny_whisper(folder: Path) -> None:
     """A random 2-layer Whisper with a byte-level tokenizer, saved like a Hugging Face checkpoint."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     folder.mkdir()
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
@@ -52,13 +58,30 @@ def _tiny_whisper(folder: Path) -> None:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     eot = "<|endoftext|>"
-    tok = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
+    tok = WhisperTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        unk_token=eot,
+        bos_token=eot,
+        eos_token=eot,
+        pad_token=eot,
+    )
     tok.add_special_tokens({"additional_special_tokens": specials[1:]})
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok).save_pretrained(folder)
     config = WhisperConfig(
-        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_target_positions=32,
-        decoder_start_token_id=vocab["<|startoftranscript|>"], eos_token_id=vocab[eot], pad_token_id=vocab[eot], bos_token_id=vocab[eot],
+        vocab_size=len(vocab),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_target_positions=32,
+        decoder_start_token_id=vocab["<|startoftranscript|>"],
+        eos_token_id=vocab[eot],
+        pad_token_id=vocab[eot],
+        bos_token_id=vocab[eot],
     )
     WhisperForConditionalGeneration(config).save_pretrained(folder)
 
@@ -115,7 +138,10 @@ def test_campplus_checkpoints_plug_in_bare_or_nested(tmp_path: Path) -> None:
     model = campplus.CAMPPlus(campplus.CAMPPlusConfig.tiny()).eval()
     state = model.state_dict()
     torch.save(state, tmp_path / "campplus_tiny.bin")  # 3D-Speaker's layout: a bare state dict
-    nested = {"student": {f"encoder.{k}": v for k, v in state.items()}, "teacher": {f"encoder.{k}": v * 0 for k, v in state.items()}}
+    nested = {
+        "student": {f"encoder.{k}": v for k, v in state.items()},
+        "teacher": {f"encoder.{k}": v * 0 for k, v in state.items()},
+    }
     save_checkpoint(nested, tmp_path / "joint.pt", kind="joint")
     wav = _speaker(2, 0, 1.0)
     with torch.inference_mode():

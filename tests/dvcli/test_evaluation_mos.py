@@ -29,7 +29,9 @@ T_975_DF2 = 4.302652729749464  # Student's t, 97.5% quantile, 2 degrees of freed
 def _items(systems: int = 3, conditions: int = 2, clips: int = 4, checks: int = 2) -> list[KitItem]:
     items = [
         KitItem(f"s{s}c{c}k{k}", f"S{s}", f"C{c}", f"u{k}", f"audio/{s}{c}{k}.wav")
-        for s in range(systems) for c in range(conditions) for k in range(clips)
+        for s in range(systems)
+        for c in range(conditions)
+        for k in range(clips)
     ]
     return items + [KitItem(f"chk{i}", "(attention check)", f"check {i}", "", "a.wav", check=2) for i in range(checks)]
 
@@ -63,7 +65,9 @@ def _systems(root: Path) -> list[Path]:
     utts = make_corpus(root / "corpus", speakers=1, utterances=3, seconds=(0.4, 0.5))
     paths = []
     for name in "AB":
-        clips = [Clip(name, u.id, u.audio, u.text, utts[(i + 1) % 3].audio, condition="clean") for i, u in enumerate(utts)]
+        clips = [
+            Clip(name, u.id, u.audio, u.text, utts[(i + 1) % 3].audio, condition="clean") for i, u in enumerate(utts)
+        ]
         write_synth_table(root / name / "synth.tsv", clips)
         paths.append(root / name / "synth.tsv")
     return paths
@@ -150,16 +154,23 @@ def test_page_runs_in_headless_chromium_and_its_csv_scores(tmp_path: Path) -> No
         url = f"{(kit / 'index.html').as_uri()}?autotest=1&rater={rater}&answers={answers}"
         dom = subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         ).stdout
-        match = re.search(r'<textarea id="csv"[^>]*>(.*?)</textarea>', dom, re.S)
+        match = re.search(r'<textarea id="csv"[^>]*>(.*?)</textarea>', dom, re.DOTALL)
         assert match, dom[-2000:]
         text = html.unescape(match.group(1))
         (tmp_path / f"{rater}.csv").write_text(text)
         rows = list(csv.DictReader(text.splitlines()))
-        order = json.loads(re.search(r'<script id="kit"[^>]*>(.*?)</script>', dom, re.S).group(1))["lists"][int(rows[0]["list"])]
+        order = json.loads(re.search(r'<script id="kit"[^>]*>(.*?)</script>', dom, re.DOTALL).group(1))["lists"][
+            int(rows[0]["list"])
+        ]
         assert [r["item"] for r in rows] == order  # every item of the rater's list, in its order, once
         assert all(r["naturalness"] in "12345" and r["similarity"] in "12345" for r in rows)
     report = score_mos(MosConfig(kit=kit, ratings=[tmp_path / "ann.csv", tmp_path / "bob.csv"], out=tmp_path / "mos"))
     assert report.raters == ["ann"] and list(report.dropped) == ["bob"]
-    assert {g.system for g in report.groups} == {"A", "B"} and all(g.stats["naturalness"]["n"] == 3 for g in report.groups)
+    assert {g.system for g in report.groups} == {"A", "B"} and all(
+        g.stats["naturalness"]["n"] == 3 for g in report.groups
+    )

@@ -93,7 +93,18 @@ def test_speaker_eer_on_clean_and_noisy_trials_drawn_from_a_manifest(tmp_path: P
     pytest.importorskip("resemblyzer")
     manifest = make_manifest(tmp_path / "gt", speakers=3, utterances=3, seconds=(1.0, 1.2))
     out = tmp_path / "spk"
-    args = ["evaluate", "speaker", "--manifest", str(manifest), "--trials-per-speaker", "3", "--snrs", "0", "-o", str(out)]
+    args = [
+        "evaluate",
+        "speaker",
+        "--manifest",
+        str(manifest),
+        "--trials-per-speaker",
+        "3",
+        "--snrs",
+        "0",
+        "-o",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())["conditions"]
@@ -105,9 +116,13 @@ def test_speaker_eer_on_clean_and_noisy_trials_drawn_from_a_manifest(tmp_path: P
     assert len(scores) == 36
     # The trial list written out is a valid input: re-scoring it reproduces the clean EER.
     trials = tmp_path / "trials.tsv"
-    trials.write_text("enrol\ttest\tlabel\n" + "".join(
-        f"{r['enrol']}\t{r['test']}\t{r['label']}\n" for r in scores if r["condition"] == "clean"))
-    again = runner.invoke(app, ["evaluate", "speaker", "--trials", str(trials), "--snrs", "", "-o", str(tmp_path / "again")])
+    trials.write_text(
+        "enrol\ttest\tlabel\n"
+        + "".join(f"{r['enrol']}\t{r['test']}\t{r['label']}\n" for r in scores if r["condition"] == "clean")
+    )
+    again = runner.invoke(
+        app, ["evaluate", "speaker", "--trials", str(trials), "--snrs", "", "-o", str(tmp_path / "again")]
+    )
     assert again.exit_code == 0, again.output
     assert list(json.loads((tmp_path / "again" / "report.json").read_text())["conditions"]) == ["clean"]
 
