@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dv-installed
-EXTRAS ?= dev
+EXTRAS ?= dev,eval
 
 .PHONY: demo test install clean
 
@@ -14,6 +14,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	# resemblyzer (SECS) without its declared dependencies: see the eval extra in pyproject.toml.
+	case ',$(EXTRAS),' in *,eval,*) $(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'resemblyzer==0.1.4';; esac
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -43,12 +43,6 @@ PENDING: dict[str, tuple[int, str, str]] = {
         "Clone a voice from one reference clip.\n\n"
         'Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text "Hello there." -o out.wav',
     ),
-    "evaluate": (
-        8,
-        "evaluation",
-        "Score synthesized speech: CER, speaker similarity, quality, clean vs noisy with confidence intervals.\n\n"
-        "Example: dv evaluate out/synth.tsv -o out/report",
-    ),
 }
 
 

@@ -1,0 +1,233 @@
+"""``dv evaluate``: a command group (run, speaker, mos-kit, mos); ``dv evaluate SYNTH.tsv`` means ``run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from stages import evaluate as evaluate_stage
+from stages import evaluate_mos as mos_stage
+from stages import evaluate_mos_kit as kit_stage
+from stages import evaluate_speaker as speaker_stage
+
+
+class _DefaultToRun(TyperGroup):
+    """Treats ``dv evaluate ARGS`` as ``dv evaluate run ARGS`` when ARGS does not start with a subcommand."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer()
+group = typer.Typer(
+    cls=_DefaultToRun,
+    no_args_is_help=True,
+    help="Score synthesized speech (CER, SECS, DNSMOS) clean vs noisy with 95% CIs; speaker EER; MOS tests.\n\n"
+    "Example: dv evaluate out/synth.tsv -o out/report   (same as: dv evaluate run ...)",
+)
+app.add_typer(group, name="evaluate")
+
+Systems = Annotated[
+    Optional[list[Path]],
+    typer.Argument(
+        help="synth.tsv files (or folders holding one); a manifest.tsv counts as ground truth.", exists=True
+    ),
+]
+Names = Annotated[
+    Optional[list[str]], typer.Option("--name", help="Name of each system, in order (default: the table's folder).")
+]
+GroundTruth = Annotated[
+    Optional[Path],
+    typer.Option("--ground-truth", exists=True, help="A manifest whose real recordings are scored as 'ground truth'."),
+]
+Split = Annotated[Optional[str], typer.Option(help="With manifests: keep only this split (e.g. heldout).")]
+MaxClips = Annotated[Optional[int], typer.Option(help="Use at most N clips per system (0 = all).")]
+
+
+def _listed(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
+
+
+def _floats(value: Optional[str]) -> Optional[list[float]]:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in _listed(value) or []]
+    except ValueError:
+        raise typer.BadParameter(f"'{value}': expected comma-separated numbers, e.g. 0,5,10") from None
+
+
+@group.command("run")
+def run(
+    systems: Systems = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("report"),
+    name: Names = None,
+    ground_truth: GroundTruth = None,
+    split: Split = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated: cer,secs,dnsmos (default all).")] = None,
+    asr: Annotated[
+        Optional[str], typer.Option(help="'pocketsphinx' (default) or a local Whisper checkpoint folder.")
+    ] = None,
+    verifier: Annotated[
+        Optional[str], typer.Option(help="SECS verifier: 'resemblyzer' (default) or a CAM++ checkpoint.")
+    ] = None,
+    target_manifest: Annotated[
+        Optional[Path],
+        typer.Option(
+            exists=True, help="Manifest of the target speakers' clean speech: adds SECS to each speaker's centroid."
+        ),
+    ] = None,
+    max_clips: MaxClips = None,
+    plots: Annotated[Optional[bool], typer.Option("--plots/--no-plots", help="Write PNG bar charts.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Score systems' clips for CER/WER, SECS and DNSMOS, grouped by system x condition with 95% CIs.
+
+    Writes OUT/report.md (a Table-1-style table), OUT/report.json, OUT/clips.tsv and PNG charts.
+
+    Example: dv evaluate run runs/synth-dino/synth.tsv runs/synth-base/synth.tsv --ground-truth data/manifest.tsv --split heldout -o report
+    """
+    cfg = stage_config(
+        evaluate_stage.EvaluateConfig,
+        config,
+        set_,
+        systems=systems,
+        out=out,
+        names=name,
+        ground_truth=ground_truth,
+        split=split,
+        metrics=_listed(metrics),
+        asr=asr,
+        verifier=verifier,
+        target_manifest=target_manifest,
+        max_clips=max_clips,
+        plots=plots,
+        device=device,
+        seed=seed,
+    )
+    print_summary("dv evaluate", evaluate_stage.run(cfg).summary())
+
+
+@group.command("speaker")
+def speaker(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("speaker-eval"),
+    verifier: Annotated[
+        Optional[str], typer.Option(help="'resemblyzer' (default) or a CAM++ / joint checkpoint to evaluate.")
+    ] = None,
+    trials: Annotated[
+        Optional[Path],
+        typer.Option(exists=True, dir_okay=False, help="Trial list TSV: enrol, test, label[, condition]."),
+    ] = None,
+    manifest: Annotated[
+        Optional[Path], typer.Option(exists=True, help="Draw trials from this manifest instead.")
+    ] = None,
+    split: Split = None,
+    trials_per_speaker: Annotated[
+        Optional[int], typer.Option(help="Same-speaker trials per speaker (and as many others).")
+    ] = None,
+    snrs: Annotated[
+        Optional[str], typer.Option(help="Noisy conditions: SNRs in dB, comma-separated (default 0,5,10; '' = none).")
+    ] = None,
+    noise: Annotated[
+        Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """EER and minDCF of a speaker verifier on clean trials and on copies with noise at each SNR.
+
+    Example: dv evaluate speaker --verifier runs/campplus/campplus.pt --manifest data/manifest.tsv --split heldout -o report/speaker
+    """
+    cfg = stage_config(
+        speaker_stage.SpeakerEvalConfig,
+        config,
+        set_,
+        out=out,
+        verifier=verifier,
+        trials=trials,
+        manifest=manifest,
+        split=split,
+        trials_per_speaker=trials_per_speaker,
+        snrs=_floats(snrs),
+        noise=noise,
+        device=device,
+        seed=seed,
+    )
+    print_summary("dv evaluate speaker", speaker_stage.run(cfg).summary())
+
+
+@group.command("mos-kit")
+def mos_kit(
+    systems: Systems = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Kit folder (index.html, audio/, items.tsv).", file_okay=False)
+    ] = Path("mos-kit"),
+    name: Names = None,
+    ground_truth: GroundTruth = None,
+    split: Split = None,
+    max_clips: MaxClips = None,
+    lists: Annotated[Optional[int], typer.Option(help="Distinct balanced orders (default 4).")] = None,
+    per_group: Annotated[Optional[int], typer.Option(help="Clips per system x condition per rater (0 = all).")] = None,
+    checks: Annotated[Optional[int], typer.Option(help="Attention-check items per rater (default 3).")] = None,
+    title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Build a static HTML listening test (naturalness and similarity, 1-5) with attention checks.
+
+    Open OUT/index.html in a browser (or host the folder); raters download their ratings as CSV.
+    Keep OUT/items.tsv: it is the key that `dv evaluate mos` needs.
+
+    Example: dv evaluate mos-kit runs/synth-dino/synth.tsv runs/synth-base/synth.tsv --max-clips 20 -o mos-kit
+    """
+    cfg = stage_config(
+        kit_stage.MosKitConfig,
+        config,
+        set_,
+        systems=systems,
+        out=out,
+        names=name,
+        ground_truth=ground_truth,
+        split=split,
+        max_clips=max_clips,
+        lists=lists,
+        per_group=per_group,
+        checks=checks,
+        title=title,
+        seed=seed,
+    )
+    print_summary("dv evaluate mos-kit", kit_stage.run(cfg).summary())
+
+
+@group.command("mos")
+def mos(
+    ratings: Annotated[list[Path], typer.Argument(help="Ratings CSV files (or folders of them).", exists=True)],
+    kit: Annotated[Path, typer.Option(exists=True, file_okay=False, help="The kit folder (holds items.tsv).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("mos-report"),
+    min_check_accuracy: Annotated[
+        Optional[float],
+        typer.Option(help="Keep raters passing at least this fraction of attention checks (default 1)."),
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """MOS and similarity MOS ± 95% CI per system and condition from the listening page's CSVs.
+
+    Example: dv evaluate mos ratings/*.csv --kit mos-kit -o report/mos
+    """
+    cfg = stage_config(
+        mos_stage.MosConfig, config, set_, kit=kit, ratings=ratings, out=out, min_check_accuracy=min_check_accuracy
+    )
+    print_summary("dv evaluate mos", mos_stage.run(cfg).summary())

@@ -1,0 +1,81 @@
+"""Additive noise at a chosen signal-to-noise ratio, for the noisy trials of ``dv evaluate speaker``.
+
+Deliberately minimal (one function and a noise source); training-time augmentation (noise + reverb)
+lives with the speaker encoder.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dvcli.audio import load_audio
+from dvcli.errors import UserError
+
+NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def mix_at_snr(
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Add ``noise`` to ``clean`` so that 10 log10(P_clean / P_noise) equals ``snr_db``.
+
+    ``noise`` is tiled and cropped at a random offset to the clean clip's length. The mix is scaled
+    down as a whole if it would clip, which keeps the SNR.
+
+    Args:
+        clean: ``(T,)`` float32.
+        noise: ``(M,)`` float32, any length > 0.
+        snr_db: the target SNR in dB.
+        rng: source of the random offset (default: offset 0).
+
+    Returns:
+        ``(T,)`` float32.
+
+    Raises:
+        ValueError: silent noise or an empty clip.
+    """
+    clean = np.asarray(clean, dtype=np.float64)
+    noise = np.asarray(noise, dtype=np.float64)
+    if len(clean) == 0 or len(noise) == 0:
+        raise ValueError("empty clean or noise signal")
+    reps = -(-len(clean) // len(noise)) + 1
+    start = int(rng.integers(0, len(noise))) if rng is not None else 0
+    noise = np.tile(noise, reps)[start : start + len(clean)]
+    p_clean = np.mean(clean**2)
+    p_noise = np.mean(noise**2)
+    if p_noise == 0:
+        raise ValueError("the noise is silent")
+    mixed = clean + noise * np.sqrt(p_clean / (p_noise * 10 ** (snr_db / 10)))
+    peak = np.abs(mixed).max()
+    if peak > 0.99:
+        mixed *= 0.99 / peak
+    return mixed.astype(np.float32)
+
+
+class NoiseSource:
+    """Noise clips to mix in: the audio files of a folder, or white Gaussian noise when none is given."""
+
+    def __init__(self, folder: Path | None = None, seed: int = 0) -> None:
+        self.files: Sequence[Path] = []
+        if folder is not None:
+            self.files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in NOISE_SUFFIXES)
+            if not self.files:
+                raise UserError(
+                    f"{folder}: no noise audio found ({', '.join(NOISE_SUFFIXES)}); give a folder of noise clips"
+                )
+        self.name = "noise" if self.files else "white"
+        self._rng = random.Random(seed)
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def sample(self, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A noise signal of at least ``length`` samples (16 kHz float32)."""
+        if not self.files:
+            return rng.standard_normal(length).astype(np.float32)
+        path = self._rng.choice(list(self.files))
+        if path not in self._cache:
+            self._cache[path] = load_audio(path).numpy()
+        return self._cache[path]
