@@ -44,7 +44,7 @@ def pretrain_speaker(
 
     Example: dv pretrain-speaker data/manifest.tsv -o runs/campplus
 
-    Example: dv pretrain-speaker data/toy/manifest.tsv -o runs/spk-tiny --model tiny --steps 400 --set optimizer=adamw --set lr=0.003
+    Example: dv pretrain-speaker data/toy/manifest.tsv -o runs/speaker-toy --config examples/pretrain_speaker_tiny.yaml
     """
     cfg = stage_config(
         stage.PretrainSpeakerConfig,
