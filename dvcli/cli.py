@@ -7,6 +7,7 @@ anything else is a bug and shows its traceback under ``--verbose``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Annotated, Any, Optional
@@ -37,6 +38,10 @@ class _Group(TyperGroup):
         except UserError as err:
             typer.echo(f"dv: error: {err}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except BrokenPipeError:
+            # `dv ... | head` closed the pipe: not an error worth a message.
+            sys.stderr = sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             typer.echo("dv: interrupted", err=True)
             raise typer.Exit(130) from None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-# Two cores on CI: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Test models are tiny: one thread is faster than two fighting over the cores (and than thread
+# pools contending with other processes on a shared machine).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torchaudio
-from torch import nn
 
 from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.errors import UserError, path_error
@@ -101,46 +99,24 @@ class Resemblyzer:
         return np.stack(rows)
 
 
-def kaldi_fbank(wav: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
-    """3D-Speaker's CAM++ front end: ``(T,)`` 16 kHz -> ``(frames, 80)`` Kaldi fbank minus its time mean."""
-    feats = torchaudio.compliance.kaldi.fbank(
-        wav.unsqueeze(0), num_mel_bins=num_mel_bins, sample_frequency=16000, dither=0.0
-    )
-    return feats - feats.mean(dim=0, keepdim=True)
+class CampplusVerifier:
+    """A CAM++ encoder behind :class:`dvcli.speaker.SpeakerFrontend` (Kaldi fbank, mean-normalised)."""
 
-
-class EmbeddingModelVerifier:
-    """Any ``nn.Module`` mapping ``(1, frames, F)`` features to ``(1, D)`` embeddings, behind a feature function."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        name: str,
-        features: Callable[[torch.Tensor], torch.Tensor] = kaldi_fbank,
-        device: str | torch.device = "cpu",
-        min_samples: int = 8000,
-    ) -> None:
-        self.model = model.to(device).eval()
+    def __init__(self, frontend: Any, name: str) -> None:
+        self.frontend = frontend
         self.name = name
-        self.features = features
-        self.device = torch.device(device)
-        self.min_samples = min_samples  # shorter clips are tiled: pooling layers need a few frames
 
-    @torch.inference_mode()
     def embed(self, wavs: Sequence[np.ndarray]) -> np.ndarray:
-        rows = []
-        for wav in wavs:
-            x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
-            if not torch.any(x):
-                rows.append(None)
-                continue
-            if len(x) < self.min_samples:
-                x = x.repeat(-(-self.min_samples // len(x)))
-            feats = self.features(x).to(self.device)  # (frames, F)
-            e = self.model(feats.unsqueeze(0)).squeeze(0).float()  # (D,)
-            rows.append((e / e.norm().clamp_min(1e-12)).cpu().numpy())
-        dim = next((len(r) for r in rows if r is not None), 1)
-        return np.stack([r if r is not None else np.full(dim, np.nan, dtype=np.float32) for r in rows])
+        clips = [np.asarray(w, dtype=np.float32) for w in wavs]
+        silent = [not np.any(c) for c in clips]
+        live = [c for c, quiet in zip(clips, silent) if not quiet]
+        dim = self.frontend.embedding_size
+        rows = np.full((len(clips), dim), np.nan, dtype=np.float32)
+        if live:
+            emb = self.frontend.embed(live).float().cpu().numpy()
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            rows[[i for i, quiet in enumerate(silent) if not quiet]] = emb
+        return rows
 
 
 #: Builds a verifier from a loaded checkpoint object: ``(obj, path, device) -> verifier``.
@@ -198,20 +174,17 @@ def _find_campplus_state(obj: Any, depth: int = 0) -> dict[str, torch.Tensor] | 
 
 
 def _campplus_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
-    try:
-        from dvcli.models.campplus import CAMPPlus, config_from_state_dict
-    except ImportError:
-        raise path_error(
-            path, "is a CAM++ checkpoint, but this dv has no CAM++ model yet", "use --verifier resemblyzer"
-        ) from None
+    from dvcli.speaker import SpeakerFrontend, load_speaker_encoder
+
     state = _find_campplus_state(obj)
-    assert state is not None
+    if state is None:
+        raise path_error(path, "holds no CAM++ weights")
     try:
-        model = CAMPPlus(config_from_state_dict(state))
-        model.load_state_dict(state, strict=True)
-    except (KeyError, RuntimeError) as err:
-        raise path_error(path, f"CAM++ weights do not fit the model ({str(err).splitlines()[0]})") from None
-    return EmbeddingModelVerifier(model, name=f"campplus:{path.name}", device=device)
+        encoder = load_speaker_encoder(state)
+    except UserError as err:
+        raise path_error(path, str(err).split(": ", 1)[-1]) from None
+    frontend = SpeakerFrontend(encoder).to(device).eval()
+    return CampplusVerifier(frontend, name=f"campplus:{path.name}")
 
 
 register_verifier("campplus", _campplus_verifier)
