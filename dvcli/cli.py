@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from dvcli import __version__
-from dvcli.commands import demo, pending, prepare
+from dvcli.commands import cluster, demo, extract_units, pending, prepare
 from dvcli.errors import EXIT_USER_ERROR, UserError
 from dvcli.logs import setup_logging
 
@@ -103,7 +103,7 @@ def main_options(
     setup_logging(verbosity)
 
 
-for _module in (prepare, pending, demo):
+for _module in (prepare, extract_units, cluster, pending, demo):
     app.add_typer(_module.app)
 
 
