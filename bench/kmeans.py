@@ -77,6 +77,7 @@ def main() -> None:
         with threadpool_limits(args.threads):
             fit = fit_kmeans(
                 x, args.k, niter=defaults.niter, seed=args.seed, device="cpu", init=defaults.init,
+                oversample=defaults.oversample,
                 seed_points_per_centroid=defaults.seed_points_per_centroid,
                 points_per_centroid=defaults.points_per_centroid, full_iterations=defaults.full_iterations,
             )

@@ -5,9 +5,10 @@ tried 20 times. Seeding decides the quality: FAISS's default (random points) lan
 Here:
 
 1. **Seeding**: greedy k-means++ (each step draws ``2 + ln k`` candidates by D^2 sampling and keeps
-   the one that lowers the potential most, as scikit-learn does), on a random subsample of
-   ``seed_points_per_centroid * k`` points. The candidates of a step are scored with one matrix
-   product, so a step costs one pass over the subsample.
+   the one that lowers the potential most, as scikit-learn does) of ``oversample * k`` centres, on a
+   random subsample of ``seed_points_per_centroid`` points per centre; the candidates of a step are
+   scored with one matrix product. Three Lloyd iterations turn these seeds into cluster means, and a
+   size-weighted greedy k-means++ over the means picks the ``k`` starting centroids.
 2. **Lloyd on a subsample**: ``niter`` FAISS iterations on ``points_per_centroid * k`` points
    (CPU, or GPU with faiss-gpu), which moves the seeds to cluster means.
 3. **Full-data updates**: ``full_iterations`` assign-and-average passes over every training point,
@@ -24,6 +25,7 @@ import io
 import logging
 import math
 import pickle
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -58,31 +60,39 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator, local_trials: int | None = None) -> torch.Tensor:
+def kmeans_plus_plus(
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    local_trials: int | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with scikit-learn's local trials).
 
     Args:
         x: ``(n, D)`` float32 points (any device); k: centres wanted (<= n).
         generator: a CPU generator for the draws.
         local_trials: candidates per step (default ``2 + int(ln k)``).
+        weights: optional ``(n,)`` point weights (cluster sizes when seeding from centroids).
 
     Returns:
         ``(k,)`` long indices into ``x``.
     """
     n = x.shape[0]
     trials = local_trials or 2 + int(math.log(k))
+    w = torch.ones(n, device=x.device) if weights is None else weights.to(x.device, torch.float32)
     sq = (x * x).sum(1)  # (n,)
     chosen = torch.empty(k, dtype=torch.long)
-    chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    chosen[0] = int(torch.multinomial(w.cpu(), 1, generator=generator))
     closest = (sq + sq[chosen[0]] - 2 * (x @ x[chosen[0]])).clamp_(min=0)  # (n,) distance^2 to nearest centre
-    potential = closest.sum()
+    potential = (w * closest).sum()
     for i in range(1, k):
         # D^2 sampling of `trials` candidates, then keep the one that lowers the potential most.
         draws = torch.rand(trials, generator=generator).to(x.device) * potential
-        candidates = torch.searchsorted(torch.cumsum(closest, 0), draws).clamp_(max=n - 1)  # (t,)
+        candidates = torch.searchsorted(torch.cumsum(w * closest, 0), draws).clamp_(max=n - 1)  # (t,)
         dist = torch.addmm(sq[None, :], x[candidates], x.T, alpha=-2).add_(sq[candidates][:, None])  # (t, n)
         dist = torch.minimum(dist.clamp_(min=0), closest[None, :])
-        potentials = dist.sum(1)  # (t,)
+        potentials = dist @ w  # (t,)
         best = int(torch.argmin(potentials))
         closest, potential = dist[best], potentials[best]
         chosen[i] = candidates[best].cpu()
@@ -133,10 +143,11 @@ def fit_kmeans(
     x: np.ndarray,
     k: int,
     *,
-    niter: int = 10,
+    niter: int = 5,
     seed: int = 0,
     device: str | torch.device = "cpu",
     init: str = "k-means++",
+    oversample: float = 2.0,
     seed_points_per_centroid: int = 4,
     points_per_centroid: int = 64,
     full_iterations: int = 1,
@@ -149,29 +160,48 @@ def fit_kmeans(
         niter: Lloyd iterations on the subsample of ``points_per_centroid * k`` points.
         seed: makes the fit reproducible.
         device: ``cpu`` or ``cuda`` (seeding in torch on that device; FAISS on GPU with faiss-gpu).
-        init: ``k-means++`` (greedy, default) or ``random`` (FAISS's own: random points).
-        seed_points_per_centroid: subsample size for seeding, in points per centroid.
+        init: ``k-means++`` (greedy, oversampled; default) or ``random`` (FAISS's own: random points).
+        oversample: seed ``oversample * k`` centres, refine them, then pick ``k`` of those means
+            (1 = plain greedy k-means++).
+        seed_points_per_centroid: subsample size for seeding, in points per seeded centre.
         points_per_centroid: subsample size for the Lloyd iterations (FAISS's max_points_per_centroid).
         full_iterations: assign-and-average passes over all of ``x`` at the end.
 
     Raises:
-        UserError: fewer points than clusters.
+        UserError: fewer points than clusters, an unknown init.
     """
-    faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, dim = x.shape
     if k > n:
         raise UserError(f"--k {k} is more than the {n} training frames (lower --k or raise --sample)")
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
     device = torch.device(device)
+
+    def subsample(size: int) -> np.ndarray:
+        return x if size >= n else x[np.sort(rng.choice(n, size, replace=False))]
+
     if init == "k-means++":
-        m = min(n, max(k, seed_points_per_centroid * k))
-        subset = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-        points = torch.from_numpy(x[subset]).to(device)
-        chosen = kmeans_plus_plus(points, k, torch.Generator().manual_seed(seed))
-        centroids = x[subset[chosen.numpy()]]
-        del points
+        # Greedy k-means++ from raw points misses some clusters when noise is large next to the
+        # distances between clusters (points of one cluster are then nearly as far apart as points
+        # of two). So: seed more centres than needed, turn them into means with a few Lloyd
+        # iterations (means are far less noisy than points), and pick k of those means with
+        # k-means++ weighted by cluster size.
+        k1 = min(n, max(k, math.ceil(oversample * k)))
+        points = subsample(seed_points_per_centroid * k1)
+        centroids = points[kmeans_plus_plus(torch.from_numpy(points).to(device), k1, generator).numpy()]
+        if k1 > k:
+            points = subsample(_PRE_POINTS_PER_CENTROID * k1)
+            centroids = _lloyd(points, centroids, _PRE_ITERATIONS, seed, device)
+            sizes = np.bincount(assign(points, centroids, device=device)[0], minlength=k1)
+            centroids, sizes = centroids[sizes > 0], sizes[sizes > 0]
+            if len(centroids) < k:
+                raise UserError(f"--k {k}: the training frames hold fewer than {k} distinct points")
+            chosen = kmeans_plus_plus(
+                torch.from_numpy(centroids).to(device), k, generator, weights=torch.from_numpy(sizes.astype(np.float32))
+            )
+            centroids = centroids[chosen.numpy()]
     elif init == "random":
         centroids = x[rng.choice(n, k, replace=False)]
     else:
@@ -179,24 +209,35 @@ def fit_kmeans(
     seed_seconds = time.perf_counter() - start
     log.debug("k-means seeding: %.1f s", seed_seconds)
     if niter > 0:
-        kmeans = faiss.Kmeans(
-            dim,
-            k,
-            niter=niter,
-            seed=seed,
-            max_points_per_centroid=points_per_centroid,
-            min_points_per_centroid=1,
-            gpu=device.type == "cuda" and gpu_available(),
-            verbose=False,
-        )
-        kmeans.train(x, init_centroids=np.ascontiguousarray(centroids))
-        centroids = kmeans.centroids
+        centroids = _lloyd(subsample(points_per_centroid * k), centroids, niter, seed, device)
     inertia = float("nan")
     for _ in range(full_iterations):
         labels, dists = assign(x, centroids, device=device)
         inertia = float(dists.mean())
         centroids = _means(x, labels, centroids)
     return KMeansFit(np.ascontiguousarray(centroids, dtype=np.float32), inertia, time.perf_counter() - start, seed_seconds)
+
+
+#: The refinement of oversampled seeds: this many points per seed, this many Lloyd iterations.
+_PRE_POINTS_PER_CENTROID = 16
+_PRE_ITERATIONS = 3
+
+
+def _lloyd(x: np.ndarray, init: np.ndarray, niter: int, seed: int, device: torch.device) -> np.ndarray:
+    """``niter`` FAISS Lloyd iterations over all of ``x`` from ``init`` (FAISS re-seeds empty clusters)."""
+    faiss = _faiss()
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        init.shape[0],
+        niter=niter,
+        seed=seed,
+        max_points_per_centroid=max(1, -(-len(x) // init.shape[0])),  # no further subsampling
+        min_points_per_centroid=1,
+        gpu=device.type == "cuda" and gpu_available(),
+        verbose=False,
+    )
+    kmeans.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+    return kmeans.centroids
 
 
 def _means(x: np.ndarray, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -370,7 +411,7 @@ def read_sklearn_kmeans(path: str | Path) -> np.ndarray:
     except _Refused as err:
         raise path_error(path, f"refused to load: it needs {err}, which is not part of a k-means model",
                          "dv never runs code from pickles; save the centroids with numpy.save instead") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as err:
+    except (pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as err:
         raise path_error(path, f"is not a readable joblib k-means file ({type(err).__name__}: {err})") from None
     state = obj.state if isinstance(obj, _EstimatorState) else None
     centres = state.get("cluster_centers_") if state else None

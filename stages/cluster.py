@@ -43,9 +43,10 @@ class ClusterConfig(StageConfig):
     k: int = 1000  # clusters = unit vocabulary size
     sample: float = 0.1  # fraction of all frames to fit on (fairseq's recipe uses 10%)
     max_frames: int = 0  # cap on training frames after sampling; 0 = no cap
-    niter: int = 10  # Lloyd iterations on a subsample after seeding
+    niter: int = 5  # Lloyd iterations on a subsample after seeding
     init: Literal["k-means++", "random"] = "k-means++"  # seeding: greedy k-means++, or FAISS's random points
-    seed_points_per_centroid: int = 4  # k-means++ runs on this many points per cluster
+    oversample: float = 2.0  # k-means++ seeds oversample*k centres, refines them, keeps k (1 = plain)
+    seed_points_per_centroid: int = 4  # k-means++ runs on this many points per seeded centre
     points_per_centroid: int = 64  # the Lloyd iterations run on this many points per cluster
     full_iterations: int = 1  # final assign-and-average passes over all training frames
     centroids: Path | None = None  # use these centroids (.npy, km.bin or a cluster folder) instead of fitting
@@ -184,6 +185,7 @@ def run(config: ClusterConfig) -> ClusterResult:
             seed=config.seed,
             device=device,
             init=config.init,
+            oversample=config.oversample,
             seed_points_per_centroid=config.seed_points_per_centroid,
             points_per_centroid=config.points_per_centroid,
             full_iterations=config.full_iterations,

@@ -11,9 +11,9 @@ The output of ``--layer L`` equals fairseq's
   (``hidden_states[0]`` being the input of layer 1, after projection, positional conv and layer norm).
 - For HuBERT Large/X-Large (``layer_norm_first=True``) the encoder's ``layer_norm`` is applied after
   the last layer, and fairseq applies it only when ``output_layer`` is None. Any ``output_layer``,
-  even the last, returns the *un-normalised* output of layer L. transformers'
-  ``HubertEncoderStableLayerNorm`` always normalises its last output, so here it is replaced by an
-  identity.
+  even the last, returns the *un-normalised* output of layer L: transformers' ``hidden_states[L]``
+  (transformers 5 records layer outputs), never its ``last_hidden_state``, which
+  ``HubertEncoderStableLayerNorm`` normalises; so that LayerNorm is replaced by an identity here.
 
 dv runs only the first L layers (the rest would be thrown away), which halves the cost at layer 6
 of 12.
