@@ -132,6 +132,11 @@ def read_fairseq(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_file():
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+        # torch.save writes a zip archive (or, before torch 1.6, a pickle stream).
+        if magic and magic != b"PK" and magic[:1] != b"\x80":
+            raise path_error(path, "is not a PyTorch checkpoint", "pass a fairseq .pt or a Hugging Face folder")
         allow = allowed_globals(path)
     else:
         allow = []  # load_checkpoint says what is wrong with the path
