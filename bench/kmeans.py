@@ -76,10 +76,16 @@ def main() -> None:
     def run_dv(tag: str) -> None:
         with threadpool_limits(args.threads):
             fit = fit_kmeans(
-                x, args.k, niter=defaults.niter, seed=args.seed, device="cpu", init=defaults.init,
+                x,
+                args.k,
+                niter=defaults.niter,
+                seed=args.seed,
+                device="cpu",
+                init=defaults.init,
                 oversample=defaults.oversample,
                 seed_points_per_centroid=defaults.seed_points_per_centroid,
-                points_per_centroid=defaults.points_per_centroid, full_iterations=defaults.full_iterations,
+                points_per_centroid=defaults.points_per_centroid,
+                full_iterations=defaults.full_iterations,
             )
         results[tag] = {"seconds": fit.seconds, "seed_seconds": fit.seed_seconds, "inertia": inertia(fit.centroids)}
         print(f"{tag}: {results[tag]}", flush=True)
@@ -89,15 +95,27 @@ def main() -> None:
         from sklearn.cluster import MiniBatchKMeans
 
         km = MiniBatchKMeans(
-            n_clusters=args.k, init="k-means++", max_iter=100, batch_size=10000, tol=0.0, max_no_improvement=100,
-            init_size=None, n_init=args.sklearn_n_init, reassignment_ratio=0.0, compute_labels=False,
+            n_clusters=args.k,
+            init="k-means++",
+            max_iter=100,
+            batch_size=10000,
+            tol=0.0,
+            max_no_improvement=100,
+            init_size=None,
+            n_init=args.sklearn_n_init,
+            reassignment_ratio=0.0,
+            compute_labels=False,
             random_state=args.seed,
         )
         with threadpool_limits(args.threads):
             start = time.perf_counter()
             km.fit(x)
             seconds = time.perf_counter() - start
-        results["scikit-learn"] = {"seconds": seconds, "inertia": inertia(km.cluster_centers_), "steps": int(km.n_steps_)}
+        results["scikit-learn"] = {
+            "seconds": seconds,
+            "inertia": inertia(km.cluster_centers_),
+            "steps": int(km.n_steps_),
+        }
         print(f"scikit-learn: {results['scikit-learn']}", flush=True)
         run_dv("dv (after)")
     if args.faiss_default:
@@ -120,8 +138,10 @@ def main() -> None:
         print(f"\ntime ratio scikit-learn / dv: {sk['seconds'] / dv['seconds']:.1f}x")
         print(f"inertia ratio dv / scikit-learn: {dv['inertia'] / sk['inertia']:.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
-                                    "dv_mean": dv}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "dv_mean": dv}, indent=2)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -237,7 +237,9 @@ def fit_kmeans(
         labels, dists = assign(x, centroids, device=device)
         inertia = float(dists.mean())
         centroids = _means(x, labels, centroids)
-    return KMeansFit(np.ascontiguousarray(centroids, dtype=np.float32), inertia, time.perf_counter() - start, seed_seconds)
+    return KMeansFit(
+        np.ascontiguousarray(centroids, dtype=np.float32), inertia, time.perf_counter() - start, seed_seconds
+    )
 
 
 #: The refinement of oversampled seeds: this many points per seed, this many Lloyd iterations.
@@ -315,8 +317,11 @@ def check_same_features(path: str | Path, trained_on: dict[str, Any], features: 
     """
     for key in ("kind", "layer"):
         if trained_on.get(key) is not None and trained_on.get(key) != features.get(key):
-            raise path_error(path, f"was fitted on {key}={trained_on[key]} features, these are "
-                             f"{key}={features.get(key)}", "extract the features the k-means model expects")
+            raise path_error(
+                path,
+                f"was fitted on {key}={trained_on[key]} features, these are {key}={features.get(key)}",
+                "extract the features the k-means model expects",
+            )
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -431,9 +436,22 @@ def read_sklearn_kmeans(path: str | Path) -> np.ndarray:
             data = raw.read()
         obj = SafeUnpickler(str(path), _decompressed(data, path), ensure_native_byte_order=True).load()
     except _Refused as err:
-        raise path_error(path, f"refused to load: it needs {err}, which is not part of a k-means model",
-                         "dv never runs code from pickles; save the centroids with numpy.save instead") from None
-    except (pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as err:
+        raise path_error(
+            path,
+            f"refused to load: it needs {err}, which is not part of a k-means model",
+            "dv never runs code from pickles; save the centroids with numpy.save instead",
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        struct.error,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OSError,
+    ) as err:
         raise path_error(path, f"is not a readable joblib k-means file ({type(err).__name__}: {err})") from None
     state = obj.state if isinstance(obj, _EstimatorState) else None
     centres = state.get("cluster_centers_") if state else None

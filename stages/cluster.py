@@ -164,18 +164,25 @@ def run(config: ClusterConfig) -> ClusterResult:
     if config.centroids is not None:
         centroids, source = load_centroids(config.centroids)
         if centroids.shape[1] != stores[0].dim:
-            raise path_error(config.centroids, f"centroids have dimension {centroids.shape[1]}, the features "
-                             f"{stores[0].dim} (k-means trained on other features?)")
+            raise path_error(
+                config.centroids,
+                f"centroids have dimension {centroids.shape[1]}, the features "
+                f"{stores[0].dim} (k-means trained on other features?)",
+            )
         check_same_features(config.centroids, source, info)
         log.info("labelling with %d given centroids from %s", len(centroids), config.centroids)
     else:
         if config.k > total_frames:
-            raise UserError(f"--k {config.k} is more than the {total_frames} frames in {stores[0].folder} "
-                            "(lower --k or extract more audio)")
+            raise UserError(
+                f"--k {config.k} is more than the {total_frames} frames in {stores[0].folder} "
+                "(lower --k or extract more audio)"
+            )
         x = sample_frames(stores, config.sample, config.max_frames, config.seed)
         if config.k > len(x):
-            raise UserError(f"--k {config.k} is more than the {len(x)} frames sampled (--sample {config.sample} "
-                            f"of {total_frames}); raise --sample or lower --k")
+            raise UserError(
+                f"--k {config.k} is more than the {len(x)} frames sampled (--sample {config.sample} "
+                f"of {total_frames}); raise --sample or lower --k"
+            )
         log.info("fitting k-means, k=%d, on %d frames of dimension %d (%s)", config.k, len(x), x.shape[1], device)
         start = time.perf_counter()
         fit = fit_kmeans(
@@ -218,4 +225,3 @@ def run(config: ClusterConfig) -> ClusterResult:
             fit_seconds=round(fit_seconds, 3),
         )
     return ClusterResult(out, int(len(centroids)), utterances, total_frames, train_frames, inertia, fit_seconds, files)
-

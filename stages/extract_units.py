@@ -144,8 +144,9 @@ def build_extractor(config: ExtractUnitsConfig) -> FeatureExtractor:
 
         return MfccFeatures()
     if config.checkpoint is None:
-        raise UserError("--features hubert needs --checkpoint (a fairseq .pt or a Hugging Face folder), "
-                        "or use --features mfcc")
+        raise UserError(
+            "--features hubert needs --checkpoint (a fairseq .pt or a Hugging Face folder), or use --features mfcc"
+        )
     from dvcli.features.hubert import load_hubert
 
     return load_hubert(config.checkpoint, config.layer, normalize=config.normalize)
@@ -204,8 +205,10 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     if config.kmeans is not None:
         centroids, trained_on = load_centroids(config.kmeans)
         if centroids.shape[1] != extractor.dim:
-            raise UserError(f"{config.kmeans}: centroids have dimension {centroids.shape[1]}, the {info['kind']} "
-                            f"features {extractor.dim} (k-means trained on other features?)")
+            raise UserError(
+                f"{config.kmeans}: centroids have dimension {centroids.shape[1]}, the {info['kind']} "
+                f"features {extractor.dim} (k-means trained on other features?)"
+            )
         check_same_features(config.kmeans, trained_on, info)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     if use_bf16 and device.type != "cuda":
@@ -283,8 +286,9 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
         skipped_ids = {uid for uid, _ in skipped}
         done = [u.id for u in utterances if u.id not in skipped_ids]
         if not done:
-            raise UserError(f"{config.manifest}: none of the {len(utterances)} files could be read "
-                            f"(first: {skipped[0][1]})")
+            raise UserError(
+                f"{config.manifest}: none of the {len(utterances)} files could be read (first: {skipped[0][1]})"
+            )
         if writer is not None:
             writer.close(order=done)
         files: list[str] = []
@@ -311,4 +315,3 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
             audio_seconds_per_second=round(hours * 3600 / max(seconds, 1e-9), 3),
         )
     return ExtractUnitsResult(out, info["kind"], len(done), frames_done, hours, seconds, skipped, centroids is not None)
-

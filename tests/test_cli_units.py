@@ -22,8 +22,9 @@ def test_extract_then_cluster(tmp_path: Path) -> None:
     result = runner.invoke(app, ["extract-units", str(manifest), "-o", str(tmp_path / "f"), "--features", "mfcc"])
     assert result.exit_code == 0, result.output
     assert "audio hours" in result.stderr
-    result = runner.invoke(app, ["cluster", str(tmp_path / "f"), "-o", str(tmp_path / "km"), "--k", "5", "--dedup",
-                                 "--set", "sample=1.0"])
+    result = runner.invoke(
+        app, ["cluster", str(tmp_path / "f"), "-o", str(tmp_path / "km"), "--k", "5", "--dedup", "--set", "sample=1.0"]
+    )
     assert result.exit_code == 0, result.output
     assert set(read_units(tmp_path / "km")) == {u.id for u in read_manifest(manifest)}
     assert (tmp_path / "km" / "durations.tsv").is_file()
@@ -40,7 +41,10 @@ def test_extract_then_cluster(tmp_path: Path) -> None:
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     manifest = make_manifest(tmp_path / "c", speakers=1, utterances=2)
-    assert runner.invoke(app, ["extract-units", str(manifest), "-o", str(tmp_path / "f"), "--features", "mfcc"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["extract-units", str(manifest), "-o", str(tmp_path / "f"), "--features", "mfcc"]).exit_code
+        == 0
+    )
     args = [a.format(f=tmp_path / "f", m=manifest, tmp=tmp_path) for a in args]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
@@ -52,7 +56,25 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle
 @pytest.mark.skipif(not (default_corpus() / "speakers.tsv").is_file(), reason="examples/toy has not landed")
 def test_toy_corpus_gets_units_for_every_utterance(tmp_path: Path) -> None:
     prepare(PrepareConfig(source=default_corpus(), out=tmp_path / "data"))
-    assert runner.invoke(app, ["extract-units", str(tmp_path / "data"), "-o", str(tmp_path / "f"), "--features", "mfcc"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["extract-units", str(tmp_path / "data"), "-o", str(tmp_path / "f"), "--features", "mfcc"]
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(app, ["cluster", str(tmp_path / "f"), "-o", str(tmp_path / "km"), "--k", "100"])
     assert result.exit_code == 0, result.output
     assert set(read_units(tmp_path / "km")) == {u.id for u in read_manifest(tmp_path / "data")}
+
+
+def test_demo_runs_the_unit_stages_then_skips_them(tmp_path: Path) -> None:
+    from dvcli.testing import make_corpus
+    from stages.demo import DemoConfig
+    from stages.demo import run as demo
+
+    make_corpus(tmp_path / "corpus", speakers=2, utterances=2, seconds=(1.2, 1.5))
+    first = demo(DemoConfig(out=tmp_path / "demo", corpus=tmp_path / "corpus"))
+    assert [first.stages[s] for s in ("prepare", "extract-units", "cluster")] == ["done"] * 3
+    assert len(read_units(first.outputs["cluster"])) == 4
+    again = demo(DemoConfig(out=tmp_path / "demo", corpus=tmp_path / "corpus"))
+    assert all(again.stages[s].startswith("skipped") for s in ("prepare", "extract-units", "cluster"))

@@ -18,15 +18,21 @@ def cluster(
     features: Annotated[
         list[Path], typer.Argument(help="Feature folders from `dv extract-units` (all shards of one extraction).")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (units.tsv, centroids.npy).", file_okay=False)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (units.tsv, centroids.npy).", file_okay=False)
+    ],
     k: Annotated[Optional[int], typer.Option("--k", help="Clusters = unit vocabulary size (default 1000).")] = None,
     sample: Annotated[Optional[float], typer.Option(help="Fraction of all frames to fit on (default 0.1).")] = None,
     niter: Annotated[Optional[int], typer.Option(help="Lloyd iterations after k-means++ seeding (default 5).")] = None,
     centroids: Annotated[
         Optional[Path],
-        typer.Option(help="Label with these centroids instead of fitting: .npy, scikit-learn km.bin, or a cluster folder."),
+        typer.Option(
+            help="Label with these centroids instead of fitting: .npy, scikit-learn km.bin, or a cluster folder."
+        ),
     ] = None,
-    dedup: Annotated[Optional[bool], typer.Option("--dedup", help="Also write units.dedup.tsv + durations.tsv.")] = None,
+    dedup: Annotated[
+        Optional[bool], typer.Option("--dedup", help="Also write units.dedup.tsv + durations.tsv.")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,

@@ -37,7 +37,9 @@ from dvcli.checkpoint import load_checkpoint
 from dvcli.errors import path_error
 
 #: Builtin types omegaconf pickles as type hints (``ref_type``, ``object_type``).
-_TYPE_HINTS = {f"builtins.{name}" for name in ("dict", "list", "tuple", "str", "int", "float", "bool", "bytes", "object")}
+_TYPE_HINTS = {
+    f"builtins.{name}" for name in ("dict", "list", "tuple", "str", "int", "float", "bool", "bytes", "object")
+}
 #: Globals that are never more than metadata in a fairseq checkpoint.
 _INERT = {"typing.Any", "collections.defaultdict"} | _TYPE_HINTS
 #: Packages whose classes become stand-ins (their code never runs).
@@ -291,8 +293,16 @@ def hubert_config(checkpoint: Mapping[str, Any], path: Path) -> tuple[FairseqHub
         fields[f.name] = getattr(defaults, f.name) if raw is None else raw
     try:
         fields["conv_feature_layers"] = parse_conv_layers(fields["conv_feature_layers"])
-        for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-                    "conv_pos", "conv_pos_groups", "pos_conv_depth", "sample_rate"):
+        for key in (
+            "encoder_layers",
+            "encoder_embed_dim",
+            "encoder_ffn_embed_dim",
+            "encoder_attention_heads",
+            "conv_pos",
+            "conv_pos_groups",
+            "pos_conv_depth",
+            "sample_rate",
+        ):
             fields[key] = int(fields[key])
         for key in ("layer_norm_first", "conv_bias", "conv_pos_batch_norm", "normalize"):
             fields[key] = bool(fields[key])
@@ -300,8 +310,11 @@ def hubert_config(checkpoint: Mapping[str, Any], path: Path) -> tuple[FairseqHub
         raise path_error(path, f"has a HuBERT config dv cannot read ({err})") from None
     cfg = FairseqHubertConfig(**fields)
     if cfg.layer_type != "transformer" or cfg.pos_conv_depth != 1:
-        raise path_error(path, f"is a HuBERT variant dv does not support (layer_type={cfg.layer_type}, "
-                         f"pos_conv_depth={cfg.pos_conv_depth})")
+        raise path_error(
+            path,
+            f"is a HuBERT variant dv does not support (layer_type={cfg.layer_type}, "
+            f"pos_conv_depth={cfg.pos_conv_depth})",
+        )
     if cfg.extractor_mode not in ("default", "layer_norm"):
         raise path_error(path, f"has an unknown extractor_mode '{cfg.extractor_mode}'")
     return cfg, prefix

@@ -90,7 +90,10 @@ def fairseq_key(name: str, cfg: FairseqHubertConfig, weight_norm_keys: tuple[str
         (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
         (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
         (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
-        (r"encoder\.layers\.(\d+)\.self_attn\.(k|v|q|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
+        (
+            r"encoder\.layers\.(\d+)\.self_attn\.(k|v|q|out)_proj\.(weight|bias)",
+            r"encoder.layers.\1.attention.\2_proj.\3",
+        ),
         (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
         (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
         (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
@@ -98,13 +101,23 @@ def fairseq_key(name: str, cfg: FairseqHubertConfig, weight_norm_keys: tuple[str
     ]
     if cfg.extractor_mode == "default":
         # Group norm in the first block only: Sequential(conv, dropout, GroupNorm, GELU).
-        rules.append((r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)", r"feature_extractor.conv_layers.0.layer_norm.\1"))
+        rules.append(
+            (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)", r"feature_extractor.conv_layers.0.layer_norm.\1")
+        )
     else:
         # Sequential(conv, dropout, Sequential(TransposeLast, LayerNorm, TransposeLast), GELU) in every block.
-        rules.append((r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"))
+        rules.append(
+            (
+                r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)",
+                r"feature_extractor.conv_layers.\1.layer_norm.\2",
+            )
+        )
     if cfg.conv_pos_batch_norm:
         rules += [
-            (r"encoder\.pos_conv\.0\.(weight|bias|running_mean|running_var|num_batches_tracked)", r"encoder.pos_conv_embed.batch_norm.\1"),
+            (
+                r"encoder\.pos_conv\.0\.(weight|bias|running_mean|running_var|num_batches_tracked)",
+                r"encoder.pos_conv_embed.batch_norm.\1",
+            ),
             (r"encoder\.pos_conv\.1\.(weight|bias)", r"encoder.pos_conv_embed.conv.\1"),
         ]
     else:
@@ -139,8 +152,10 @@ def model_from_fairseq(path: str | Path) -> tuple[nn.Module, FairseqHubertConfig
     model = HubertModel(hf_config(cfg))
     ours = model.state_dict()
     if "encoder.pos_conv_embed.conv.parametrizations.weight.original0" in ours:
-        weight_norm = ("encoder.pos_conv_embed.conv.parametrizations.weight.original0",
-                       "encoder.pos_conv_embed.conv.parametrizations.weight.original1")
+        weight_norm = (
+            "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+            "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+        )
     else:
         weight_norm = ("encoder.pos_conv_embed.conv.weight_g", "encoder.pos_conv_embed.conv.weight_v")
     converted: dict[str, torch.Tensor] = {}
@@ -149,24 +164,32 @@ def model_from_fairseq(path: str | Path) -> tuple[nn.Module, FairseqHubertConfig
         if not name.startswith(prefix):
             continue  # a fine-tuned model's head (w2v_encoder.proj) is not part of the features
         try:
-            key = fairseq_key(name[len(prefix):], cfg, weight_norm)
+            key = fairseq_key(name[len(prefix) :], cfg, weight_norm)
         except KeyError:
             unknown.append(name)
             continue
         if key is not None:
             converted[key] = tensor
-    if "feature_projection.projection.weight" not in converted and cfg.conv_feature_layers[-1][0] == cfg.encoder_embed_dim:
+    if (
+        "feature_projection.projection.weight" not in converted
+        and cfg.conv_feature_layers[-1][0] == cfg.encoder_embed_dim
+    ):
         # fairseq has no post_extract_proj when the conv and encoder widths match: an identity.
         converted["feature_projection.projection.weight"] = torch.eye(cfg.encoder_embed_dim)
         converted["feature_projection.projection.bias"] = torch.zeros(cfg.encoder_embed_dim)
     missing = sorted(set(ours) - set(converted))
     if unknown or missing:
-        detail = f"unexpected weights {', '.join(unknown[:3])}" if unknown else f"missing weights {', '.join(missing[:3])}"
+        detail = (
+            f"unexpected weights {', '.join(unknown[:3])}" if unknown else f"missing weights {', '.join(missing[:3])}"
+        )
         raise path_error(path, f"does not have HuBERT's layout ({detail})", "is it a HuBERT checkpoint?")
     for key, tensor in converted.items():
         if tuple(tensor.shape) != tuple(ours[key].shape):
-            raise path_error(path, f"weight {key} has shape {tuple(tensor.shape)}, the config implies "
-                             f"{tuple(ours[key].shape)} (a damaged or edited checkpoint?)")
+            raise path_error(
+                path,
+                f"weight {key} has shape {tuple(tensor.shape)}, the config implies "
+                f"{tuple(ours[key].shape)} (a damaged or edited checkpoint?)",
+            )
     model.load_state_dict(converted, strict=True)
     return model.eval(), cfg
 
@@ -296,7 +319,9 @@ class HubertFeatures(nn.Module):
         x = wavs[:, None]  # (B, 1, T)
         steps = lengths
         for conv_layer in model.feature_extractor.conv_layers:
-            steps = torch.div(steps - conv_layer.conv.kernel_size[0], conv_layer.conv.stride[0], rounding_mode="floor") + 1
+            steps = (
+                torch.div(steps - conv_layer.conv.kernel_size[0], conv_layer.conv.stride[0], rounding_mode="floor") + 1
+            )
             norm = getattr(conv_layer, "layer_norm", None)
             if isinstance(norm, nn.GroupNorm):
                 x = conv_layer.activation(masked_group_norm(conv_layer.conv(x), steps, norm))
@@ -338,7 +363,9 @@ def load_hubert(path: str | Path, layer: int = 6, *, normalize: bool | None = No
     if not 1 <= layer <= layers:
         raise path_error(path, f"has {layers} transformer layers; --layer {layer} is outside 1..{layers}")
     if tuple(model.config.conv_stride) and math.prod(model.config.conv_stride) != 320:
-        log.warning("%s: conv stride %d, not 320: frames will not be at 50 Hz", path, math.prod(model.config.conv_stride))
+        log.warning(
+            "%s: conv stride %d, not 320: frames will not be at 50 Hz", path, math.prod(model.config.conv_stride)
+        )
     return HubertFeatures(
         model, layer, normalize=default_normalize if normalize is None else normalize, source=str(path.resolve())
     )

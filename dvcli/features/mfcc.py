@@ -45,13 +45,6 @@ class MfccFeatures:
         """No waveform normalisation (as fairseq's MFCC dump)."""
         return wav
 
-    def to(self, device: torch.device) -> MfccFeatures:
-        """MFCCs run on the CPU whatever the device (they cost little next to reading the audio)."""
-        return self
-
-    def eval(self) -> MfccFeatures:
-        return self
-
     @torch.inference_mode()
     def __call__(self, wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MFCCs of a zero-padded batch.

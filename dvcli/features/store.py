@@ -137,6 +137,12 @@ class FeatureStore:
             raise path_error(meta_path, "is not valid JSON") from None
         if self.meta.get("stage") != "extract-units" or "dim" not in self.meta:
             raise path_error(self.folder, f"is a '{self.meta.get('stage')}' output, not `dv extract-units` features")
+        if self.meta.get("features_saved") is False:
+            raise path_error(
+                self.folder,
+                "holds units only (extracted with keep_features=false)",
+                "extract again without --set keep_features=false to cluster",
+            )
         self.dim = int(self.meta["dim"])
         self.frame_rate = float(self.meta.get("frame_rate", 50.0))
         self.rows = _read_index(self.folder / INDEX_FILE)
@@ -150,8 +156,11 @@ class FeatureStore:
             if array.ndim != 2 or array.shape[1] != self.dim:
                 raise path_error(self.folder / shard, f"holds {array.shape} features, meta.json says dim {self.dim}")
             if array.shape[0] < rows:
-                raise path_error(self.folder / shard, f"has {array.shape[0]} frames, the index needs {rows} "
-                                 "(truncated copy?)", "copy or extract the features again")
+                raise path_error(
+                    self.folder / shard,
+                    f"has {array.shape[0]} frames, the index needs {rows} (truncated copy?)",
+                    "copy or extract the features again",
+                )
 
     def shard(self, shard: str) -> np.ndarray:
         """The memory-mapped ``(rows, dim)`` array of one shard file."""
@@ -225,11 +234,15 @@ def open_stores(folders: Sequence[str | Path]) -> list[FeatureStore]:
     for store in stores:
         if store.describe() != first:
             diff = {k: (first[k], v) for k, v in store.describe().items() if first[k] != v}
-            raise path_error(store.folder, f"holds different features than {stores[0].folder}: {diff}",
-                             "cluster features of one kind, layer and checkpoint together")
+            raise path_error(
+                store.folder,
+                f"holds different features than {stores[0].folder}: {diff}",
+                "cluster features of one kind, layer and checkpoint together",
+            )
         for uid in store.ids:
             if uid in seen:
-                raise path_error(store.folder, f"utterance '{uid}' is also in {seen[uid]}",
-                                 "pass each extract-units shard once")
+                raise path_error(
+                    store.folder, f"utterance '{uid}' is also in {seen[uid]}", "pass each extract-units shard once"
+                )
             seen[uid] = store.folder
     return stores

@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-
 from fairseq import checkpoint_utils
 from fairseq.data.dictionary import Dictionary
 from fairseq.models.hubert.hubert import HubertConfig, HubertModel
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+from omegaconf import OmegaConf
 
 TINY = dict(
     conv_feature_layers="[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2",
@@ -80,12 +79,19 @@ def build(name: str, out: Path, wavs: list[torch.Tensor], *, large: bool, dictco
         "model": model.state_dict(),
         "criterion": None,
         "optimizer_history": [
-            {"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
-             "lr_scheduler_state": {"best": np.float64(3.25)}, "num_updates": 100}
+            {
+                "criterion_name": "HubertCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": np.float64(3.25)},
+                "num_updates": 100,
+            }
         ],
         "task_state": {"dictionaries": dictionaries},
-        "extra_state": {"metrics": {}, "previous_training_time": np.float64(12.5),
-                        "train_iterator": {"epoch": 1, "iterations_in_epoch": 3, "shuffle": True}},
+        "extra_state": {
+            "metrics": {},
+            "previous_training_time": np.float64(12.5),
+            "train_iterator": {"epoch": 1, "iterations_in_epoch": 3, "shuffle": True},
+        },
         "last_optimizer_state": None,
     }
     path = out / f"fairseq_hubert_{name}.pt"

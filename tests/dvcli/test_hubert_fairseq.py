@@ -93,8 +93,11 @@ def model_cfg(large: bool) -> dict:
 def write_checkpoint(path: Path, large: bool, style: str = "cfg") -> Path:
     state = fairseq_state(large)
     if style == "cfg":
-        ckpt = {"cfg": {"model": model_cfg(large), "task": {"_name": "hubert_pretraining", "normalize": large}},
-                "model": state, "args": None}
+        ckpt = {
+            "cfg": {"model": model_cfg(large), "task": {"_name": "hubert_pretraining", "normalize": large}},
+            "model": state,
+            "args": None,
+        }
     else:  # the oldest fairseq: one argparse.Namespace for model and task
         fields = {k: v for k, v in model_cfg(large).items() if k != "_name"}
         ckpt = {"args": argparse.Namespace(arch="hubert", normalize=large, **fields), "model": state}
@@ -128,7 +131,9 @@ def reference_features(state: dict[str, torch.Tensor], wav: torch.Tensor, layer:
         p = f"encoder.layers.{n}."
 
         def attention(h: torch.Tensor) -> torch.Tensor:
-            proj = lambda name: F.linear(h, state[p + f"self_attn.{name}_proj.weight"], state[p + f"self_attn.{name}_proj.bias"])  # noqa: E731
+            proj = lambda name: F.linear(
+                h, state[p + f"self_attn.{name}_proj.weight"], state[p + f"self_attn.{name}_proj.bias"]
+            )  # noqa: E731
             q, k_, v_ = (proj(name).view(1, -1, HEADS, DIM // HEADS).transpose(1, 2) for name in ("q", "k", "v"))
             att = torch.softmax(q @ k_.transpose(-1, -2) / math.sqrt(DIM // HEADS), dim=-1) @ v_
             att = att.transpose(1, 2).reshape(1, -1, DIM)

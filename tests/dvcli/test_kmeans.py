@@ -29,8 +29,12 @@ def test_greedy_kmeans_plus_plus_covers_more_blobs_than_plain() -> None:
     points = torch.from_numpy(x)
 
     def covered(trials: int | None) -> float:
-        return np.mean([len(set(labels[kmeans_plus_plus(points, 40, torch.Generator().manual_seed(s), trials).numpy()]))
-                        for s in range(3)])
+        return np.mean(
+            [
+                len(set(labels[kmeans_plus_plus(points, 40, torch.Generator().manual_seed(s), trials).numpy()]))
+                for s in range(3)
+            ]
+        )
 
     assert covered(None) >= covered(1) + 4
 

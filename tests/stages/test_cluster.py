@@ -53,7 +53,9 @@ def test_centroids_from_a_scikit_learn_km_bin(feats: Path, tmp_path: Path) -> No
     joblib.dump(km, tmp_path / "km.bin")
     result = run(ClusterConfig(features=[feats], out=tmp_path / "km", centroids=tmp_path / "km.bin"))
     units = read_units(result.out)
-    assert result.k == 5 and np.concatenate([units[i] for i in FeatureStore(feats).ids]).tolist() == km.predict(x).tolist()
+    assert (
+        result.k == 5 and np.concatenate([units[i] for i in FeatureStore(feats).ids]).tolist() == km.predict(x).tolist()
+    )
 
 
 def test_bad_inputs(feats: Path, tmp_path: Path) -> None:

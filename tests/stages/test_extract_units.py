@@ -81,8 +81,11 @@ def test_shards_split_the_manifest_and_cluster_reads_them_all(manifest: Path, tm
 def test_kmeans_labels_new_audio_like_cluster(manifest: Path, tmp_path: Path) -> None:
     feats = run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "f", features="mfcc")).out
     km = cluster(ClusterConfig(features=[feats], out=tmp_path / "km", k=8, sample=1.0)).out
-    direct = run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "u", features="mfcc", kmeans=km, dedup=True,
-                                    keep_features=False))
+    direct = run(
+        ExtractUnitsConfig(
+            manifest=manifest, out=tmp_path / "u", features="mfcc", kmeans=km, dedup=True, keep_features=False
+        )
+    )
     assert read_units(direct.out) == read_units(km)
     assert {p.name for p in direct.out.iterdir()} >= {"units.tsv", "units.dedup.tsv", "durations.tsv"}
     assert not list(direct.out.glob("feats-*.npy"))
