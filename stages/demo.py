@@ -13,7 +13,7 @@ from pathlib import Path
 from dvcli.atomic import is_dv_output
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
-from stages import prepare
+from stages import cluster, extract_units, prepare
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ PIPELINE = (
     "synthesize",
     "evaluate",
 )
-IMPLEMENTED = ("prepare",)
+IMPLEMENTED = ("prepare", "extract-units", "cluster")
 
 
 def default_corpus() -> Path:
@@ -77,6 +77,31 @@ def run(config: DemoConfig) -> DemoResult:
     else:
         prepare.run(prepare.PrepareConfig(source=corpus, out=data, seed=config.seed, device=config.device))
         states["prepare"] = "done"
+
+    # Content units: weight-free MFCC features (no checkpoint to download); 100 clusters fitted on every
+    # frame, as the toy corpus is small.
+    feats = out / "feats"
+    outputs["extract-units"] = feats
+    if is_dv_output(feats) and not config.force and states["prepare"] != "done":
+        states["extract-units"] = "skipped (already done)"
+    else:
+        extract_units.run(
+            extract_units.ExtractUnitsConfig(
+                manifest=data / "manifest.tsv", out=feats, features="mfcc", seed=config.seed, device=config.device
+            )
+        )
+        states["extract-units"] = "done"
+    units = out / "units"
+    outputs["cluster"] = units / "units.tsv"
+    if is_dv_output(units) and not config.force and states["extract-units"] != "done":
+        states["cluster"] = "skipped (already done)"
+    else:
+        cluster.run(
+            cluster.ClusterConfig(
+                features=[feats], out=units, k=100, sample=1.0, dedup=True, seed=config.seed, device=config.device
+            )
+        )
+        states["cluster"] = "done"
 
     for name in PIPELINE:
         if name not in IMPLEMENTED:

@@ -13,18 +13,6 @@ app = typer.Typer()
 
 #: command -> (issue number, what it does, help text with an example)
 PENDING: dict[str, tuple[int, str, str]] = {
-    "extract-units": (
-        3,
-        "content-unit extraction",
-        "Extract HuBERT (or MFCC) features for a manifest; label them with units when given --kmeans.\n\n"
-        "Example: dv extract-units data/manifest.tsv -o data/feats --features mfcc",
-    ),
-    "cluster": (
-        3,
-        "k-means clustering",
-        "Learn k-means centroids on feature shards and write units.tsv for every utterance.\n\n"
-        "Example: dv cluster data/feats -o data/km --k 1000",
-    ),
     "train-joint": (
         5,
         "joint VITS + speaker-encoder training",
