@@ -1,0 +1,1 @@
+"""Neural networks of the toolkit. Models never read files or parse arguments."""
