@@ -161,27 +161,27 @@ class VitsConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> VitsConfig:
         """A few-hundred-thousand-parameter model for CPU tests and the demo (same structure as base)."""
-        values: dict[str, Any] = dict(
-            n_units=50,
-            hidden_channels=32,
-            filter_channels=64,
-            n_heads=2,
-            n_layers=2,
-            inter_channels=16,
-            posterior_layers=3,
-            flow_couplings=2,
-            flow_layers=2,
-            duration_channels=32,
-            duration_flows=2,
-            upsample_initial_channels=64,
-            resblock_kernel_sizes=[3, 7],
-            resblock_dilations=[[1, 3], [1, 3]],
-            speaker_embedding_dim=16,
-            gin_channels=16,
-            segment_size=4096,
-            discriminator_periods=[2, 3],
-            discriminator_channels=64,
-        )
+        values: dict[str, Any] = {
+            "n_units": 50,
+            "hidden_channels": 32,
+            "filter_channels": 64,
+            "n_heads": 2,
+            "n_layers": 2,
+            "inter_channels": 16,
+            "posterior_layers": 3,
+            "flow_couplings": 2,
+            "flow_layers": 2,
+            "duration_channels": 32,
+            "duration_flows": 2,
+            "upsample_initial_channels": 64,
+            "resblock_kernel_sizes": [3, 7],
+            "resblock_dilations": [[1, 3], [1, 3]],
+            "speaker_embedding_dim": 16,
+            "gin_channels": 16,
+            "segment_size": 4096,
+            "discriminator_periods": [2, 3],
+            "discriminator_channels": 64,
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -217,13 +217,13 @@ PRESETS = ("base", "tiny")
 
 #: STFT and decoder upsampling per output sample rate (the hop is the product of the rates).
 AUDIO_SETTINGS: dict[int, dict[str, Any]] = {
-    rate: dict(
-        n_fft=1024,
-        hop_length=256,
-        win_length=1024,
-        upsample_rates=[8, 8, 2, 2],
-        upsample_kernel_sizes=[16, 16, 4, 4],
-        mel_fmax=None,
-    )
+    rate: {
+        "n_fft": 1024,
+        "hop_length": 256,
+        "win_length": 1024,
+        "upsample_rates": [8, 8, 2, 2],
+        "upsample_kernel_sizes": [16, 16, 4, 4],
+        "mel_fmax": None,
+    }
     for rate in (16000, 22050, 24000)
 }

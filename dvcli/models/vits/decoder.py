@@ -18,6 +18,28 @@ from dvcli.models.vits.modules import init_normal, same_padding
 LRELU_SLOPE = 0.1
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T)`` -> ``(B, C, 1, T)`` stored channels-last (NHWC)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def conv(x: torch.Tensor, layer: nn.Conv1d | nn.ConvTranspose1d) -> torch.Tensor:
+    """Apply a 1-D (transposed) convolution layer to ``x``: ``(B, C, T)``, or ``(B, C, 1, T)`` channels-last.
+
+    The 4-D case runs the same weights as a 2-D convolution with a height of 1: on CPU, oneDNN's
+    channels-last forward kernels are 1.3-5x faster than its ``conv1d`` path at HiFi-GAN's shapes
+    (the backward pass is not faster, so training keeps the plain layout).
+    """
+    if x.dim() == 3:
+        return layer(x)
+    weight = layer.weight.unsqueeze(2)  # (out, in, k) -> (out, in, 1, k); transposed: (in, out, 1, k)
+    if isinstance(layer, nn.ConvTranspose1d):
+        return F.conv_transpose2d(x, weight, layer.bias, (1, layer.stride[0]), (0, layer.padding[0]),
+                                  (0, layer.output_padding[0]), layer.groups, (1, layer.dilation[0]))
+    return F.conv2d(x, weight, layer.bias, (1, layer.stride[0]), (0, layer.padding[0]), (1, layer.dilation[0]),
+                    layer.groups)
+
+
 class ResBlock(nn.Module):
     """HiFi-GAN's ResBlock1: for each dilation, ``x += conv(lrelu(conv_dilated(lrelu(x))))``."""
 
@@ -34,9 +56,10 @@ class ResBlock(nn.Module):
         self.apply(init_normal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` or channels-last ``(B, C, 1, T)``, same shape out."""
         for conv1, conv2 in zip(self.convs1, self.convs2):
-            y = conv1(F.leaky_relu(x, LRELU_SLOPE))
-            y = conv2(F.leaky_relu(y, LRELU_SLOPE))
+            y = conv(F.leaky_relu(x, LRELU_SLOPE), conv1)
+            y = conv(F.leaky_relu(y, LRELU_SLOPE), conv2)
             x = x + y
         return x
 
@@ -50,6 +73,9 @@ class HifiGanGenerator(nn.Module):
         upsample_initial_channels: channels before the first upsampling (halved at each).
         resblock_kernel_sizes, resblock_dilations: the parallel residual blocks of each stage.
         gin_channels: speaker conditioning width (0 = none), added after the input convolution.
+        channels_last: run the convolutions as channels-last 2-D ones (:func:`conv`); None = when
+            on CPU without gradients (inference), where it is faster. Both layouts compute the same
+            function.
     """
 
     def __init__(
@@ -61,8 +87,10 @@ class HifiGanGenerator(nn.Module):
         resblock_kernel_sizes: list[int],
         resblock_dilations: list[list[int]],
         gin_channels: int = 0,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         self.num_kernels = len(resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(in_channels, upsample_initial_channels, 7, padding=3)
         self.cond = nn.Conv1d(gin_channels, upsample_initial_channels, 1) if gin_channels else None
@@ -83,14 +111,21 @@ class HifiGanGenerator(nn.Module):
         x = self.conv_pre(z)
         if g is not None and self.cond is not None:
             x = x + self.cond(g)
+        nhwc = self.channels_last
+        if nhwc is None:
+            nhwc = x.device.type == "cpu" and not torch.is_grad_enabled()
+        if nhwc:
+            x = channels_last(x)
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            x = conv(F.leaky_relu(x, LRELU_SLOPE), up)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             total = blocks[0](x)
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / self.num_kernels
-        x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as in HiFi-GAN
+        x = conv(F.leaky_relu(x), self.conv_post)  # default slope 0.01 here, as in HiFi-GAN
+        if nhwc:
+            x = x.squeeze(2)
         return torch.tanh(x)
 
     def remove_weight_norm(self) -> None:

@@ -7,6 +7,8 @@ score map and its intermediate feature maps (for the feature-matching loss).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +30,7 @@ class PeriodDiscriminator(nn.Module):
         widths = [1, channels // 32, channels // 8, channels // 2, channels]  # 32, 128, 512, 1024 in HiFi-GAN
         self.convs = nn.ModuleList(
             weight_norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (stride, 1), padding=(pad, 0)))
-            for c_in, c_out in zip(widths[:-1], widths[1:])
+            for c_in, c_out in itertools.pairwise(widths)
         )
         self.convs.append(weight_norm(nn.Conv2d(channels, channels, (kernel_size, 1), 1, padding=(pad, 0))))
         self.conv_post = weight_norm(nn.Conv2d(channels, 1, (3, 1), 1, padding=(1, 0)))

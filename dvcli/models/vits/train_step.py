@@ -66,7 +66,8 @@ class VitsBatch:
     wav_lengths: torch.Tensor  # (B,) long samples
 
     def to(self, device: torch.device | str) -> VitsBatch:
-        return VitsBatch(*(t.to(device, non_blocking=True) for t in dataclasses.astuple(self)))
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True) for f in dataclasses.fields(self)}
+        return VitsBatch(**moved)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -125,7 +126,7 @@ class VitsTrainer:
             groups += extra
         elif extra:
             groups.append({"params": extra})
-        adam = dict(lr=config.learning_rate, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+        adam = {"lr": config.learning_rate, "betas": config.betas, "eps": config.eps, "weight_decay": config.weight_decay}
         self.optim_g = torch.optim.AdamW(groups, **adam)
         self.optim_d = torch.optim.AdamW(discriminator.parameters(), **adam)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=config.lr_decay)
@@ -191,6 +192,8 @@ class VitsTrainer:
             ValueError: an example has more tokens than spectrogram frames (MAS cannot align it).
         """
         cfg, hop = self.model_config, self.model_config.hop_length
+        self.generator.train()
+        self.discriminator.train()
         with torch.no_grad():
             spec = self.spectrogram.linear(batch.wav)  # (B, F, T)
             spec_lengths = batch.wav_lengths // hop

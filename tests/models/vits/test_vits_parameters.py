@@ -7,6 +7,8 @@ convolution, whose weight is ``(in, out, k)``, one per input row).
 
 from __future__ import annotations
 
+import itertools
+
 from dvcli.models.vits import VitsConfig, VitsDiscriminator, VitsGenerator
 
 
@@ -107,7 +109,7 @@ def test_tiny_and_deterministic_variants_match_arithmetic() -> None:
 def test_discriminator_matches_arithmetic() -> None:
     c = VitsConfig.base()
     widths = [1, 32, 128, 512, 1024]
-    period = sum(conv(a, b, 5, wn=True) for a, b in zip(widths[:-1], widths[1:]))
+    period = sum(conv(a, b, 5, wn=True) for a, b in itertools.pairwise(widths))
     period += conv(1024, 1024, 5, wn=True) + conv(1024, 1, 3, wn=True)
     scale = (conv(1, 16, 15, wn=True) + conv(16, 64, 41, groups=4, wn=True) + conv(64, 256, 41, groups=16, wn=True)
              + conv(256, 1024, 41, groups=64, wn=True) + conv(1024, 1024, 41, groups=256, wn=True)
