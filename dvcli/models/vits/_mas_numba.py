@@ -54,11 +54,11 @@ def maximum_path(path: np.ndarray, value: np.ndarray, y_len: np.ndarray, x_len: 
     list(_executor(workers).map(run, chunks))
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[ThreadPoolExecutor, int] | None = None  # (pool, its size), grown on demand
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _POOL
-    if _POOL is None or _POOL._max_workers < workers:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mas")
-    return _POOL
+    if _POOL is None or _POOL[1] < workers:
+        _POOL = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mas"), workers)
+    return _POOL[0]

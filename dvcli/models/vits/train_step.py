@@ -133,6 +133,9 @@ class VitsTrainer:
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=config.lr_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         self.skipped_steps = 0
+        #: Detached tensors of the last step for logging: ``attn`` (B, T, N), ``wav_real`` / ``wav_fake``
+        #: (B, 1, segment_size), ``mel_real`` / ``mel_fake`` (B, n_mels, segment_frames).
+        self.last: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -236,6 +239,8 @@ class VitsTrainer:
             loss_g = loss_g + extra_loss.float()
         norm_g, skipped_g = self._update(loss_g, self.optim_g, "generator")
         self.scaler.update()
+        self.last = {"attn": out.attn.detach(), "wav_real": wav_real.detach(), "wav_fake": wav_fake.detach(),
+                     "mel_real": mel_real.detach(), "mel_fake": mel_fake.detach()}
         self.skipped_steps += int(skipped_d or skipped_g)
 
         values = torch.stack([t.detach().float() for t in (loss_d, loss_g, loss_adv, loss_fm, loss_mel, loss_dur,

@@ -48,6 +48,8 @@ def test_step_gives_finite_losses_and_updates_everything() -> None:
     parts = stats["loss_adv"] + stats["loss_fm"] + 45 * stats["loss_mel"] + stats["loss_dur"] + stats["loss_kl"] + 1.0
     assert stats["loss_g"] == pytest.approx(parts, rel=1e-5)
     assert changed(g0, generator) and changed(d0, discriminator) and changed(e0, encoder)
+    assert trainer.last["wav_fake"].shape == trainer.last["wav_real"].shape == (2, 1, config.segment_size)
+    assert trainer.last["mel_fake"].shape == (2, config.n_mels, config.segment_frames)
     trainer.end_epoch()
     assert trainer.optim_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.999875)
 
