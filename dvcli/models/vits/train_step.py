@@ -126,7 +126,8 @@ class VitsTrainer:
             groups += extra
         elif extra:
             groups.append({"params": extra})
-        adam = {"lr": config.learning_rate, "betas": config.betas, "eps": config.eps, "weight_decay": config.weight_decay}
+        adam = {"lr": config.learning_rate, "betas": config.betas, "eps": config.eps,
+                "weight_decay": config.weight_decay}
         self.optim_g = torch.optim.AdamW(groups, **adam)
         self.optim_d = torch.optim.AdamW(discriminator.parameters(), **adam)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=config.lr_decay)
@@ -203,7 +204,9 @@ class VitsTrainer:
             mel = self.spectrogram.linear_to_mel(spec)  # (B, n_mels, T)
         tokens = batch.unit_lengths * 2 + 1 if cfg.add_blank else batch.unit_lengths
         if bool((tokens > spec_lengths).any()):
-            raise ValueError("an example has more unit tokens than spectrogram frames; drop it or lower add_blank")
+            raise ValueError(
+                "an example has more unit tokens than spectrogram frames; drop such utterances (or turn add_blank off)"
+            )
 
         with self.autocast():
             out: VitsOutput = self.generator(
