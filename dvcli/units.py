@@ -7,16 +7,28 @@ text-to-unit models read the collapsed sequence, and a duration model the run le
 - ``units.tsv``: one unit per 20 ms frame;
 - ``units.dedup.tsv``: runs of a repeated unit collapsed to one;
 - ``durations.tsv``: the length in frames of each run (same count as ``units.dedup.tsv``).
+
+:func:`read_unit_source` reads a units file with what its ``dv cluster`` folder says about it (the
+unit count ``k``, the frame rate, a fingerprint of the centroids), which every consumer of units
+(train-joint, train-t2u, synthesize) records so that models trained on different k-means never meet.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
-from dvcli.manifest import write_units
+from dvcli.manifest import read_units, write_units
+
+log = logging.getLogger(__name__)
 
 UNITS_FILE = "units.tsv"
 DEDUP_FILE = "units.dedup.tsv"
@@ -44,3 +56,54 @@ def write_unit_files(folder: Path, units: Mapping[str, Sequence[int] | np.ndarra
     write_units(folder / DEDUP_FILE, collapsed)
     write_units(folder / DURATIONS_FILE, durations)
     return [UNITS_FILE, DEDUP_FILE, DURATIONS_FILE]
+
+
+@dataclasses.dataclass
+class UnitSource:
+    """A units file and what its folder says about it."""
+
+    path: Path  # the units.tsv read
+    units: dict[str, list[int]]  # utterance id -> frame-level (or already collapsed) units
+    k: int | None  # unit vocabulary size from meta.json / config.yaml, when recorded
+    frame_rate: float | None  # unit frames per second, when recorded
+    kmeans_sha256: str | None  # sha256 of centroids.npy beside the units, when present
+
+
+def read_unit_source(path: str | Path) -> UnitSource:
+    """Read ``units.tsv`` (or a ``dv cluster`` folder holding one) and its folder's metadata.
+
+    Raises:
+        UserError: missing or malformed units file.
+    """
+    path = Path(path)
+    file = path / UNITS_FILE if path.is_dir() else path
+    units = read_units(file)
+    folder = file.parent
+    meta = _read_mapping(folder / "meta.json", json.loads)
+    config = _read_mapping(folder / "config.yaml", yaml.safe_load)
+    k = _first(int, meta, config, keys=("k", "n_clusters", "num_clusters", "clusters", "num_units"))
+    frame_rate = _first(float, meta, config, keys=("frame_rate", "frames_per_second", "fps"))
+    centroids = folder / "centroids.npy"
+    sha = hashlib.sha256(centroids.read_bytes()).hexdigest() if centroids.is_file() else None
+    return UnitSource(path=file, units=units, k=k, frame_rate=frame_rate, kmeans_sha256=sha)
+
+
+def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except Exception:  # a foreign or broken side file only costs us the metadata
+        log.warning("could not read %s; ignoring it", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first(cast: Any, *mappings: dict[str, Any], keys: Sequence[str]) -> Any:
+    for mapping in mappings:
+        for node in (mapping, mapping.get("kmeans") if isinstance(mapping.get("kmeans"), dict) else {}):
+            for key in keys:
+                value = node.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return cast(value)
+    return None
