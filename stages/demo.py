@@ -121,7 +121,9 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
         return load_config(
             pretrain_speaker.PretrainSpeakerConfig,
             EXAMPLES / "pretrain_speaker_tiny.yaml",
-            values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, **common},
+            # The demo reads the clean and 0 dB EERs only and needs no embedding export.
+            values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, "noisy_snrs": (config.snr,),
+                    "export_embeddings": False, **common},
         )
 
     return [
