@@ -13,12 +13,6 @@ app = typer.Typer()
 
 #: command -> (issue number, what it does, help text with an example)
 PENDING: dict[str, tuple[int, str, str]] = {
-    "train-joint": (
-        5,
-        "joint VITS + speaker-encoder training",
-        "Train VITS on units jointly with the speaker encoder under the DINO loss.\n\n"
-        "Example: dv train-joint data/manifest.tsv --units data/km/units.tsv --speaker runs/campplus -o runs/joint",
-    ),
     "train-t2u": (
         6,
         "text-to-unit training",
