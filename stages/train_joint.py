@@ -93,6 +93,7 @@ class TrainJointConfig(StageConfig):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto = bf16 on CUDA, fp32 on CPU
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
     workers: int = 2  # data-loading processes (0 = load in the training process)
+    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
     log_every: int = 50  # steps between loss rows (train.tsv, TensorBoard scalars)
     sample_every: int = 1000  # steps between TensorBoard mel/alignment images and audio
     checkpoint_every: int = 2000  # steps between checkpoints (the last step is always saved)
@@ -116,12 +117,8 @@ class TrainJointResult:
     history: list[dict[str, float]]  # one row every log_every steps
     seconds: float  # training wall time of this invocation
 
-    def first_last(self, key: str) -> tuple[float, float]:
-        rows = [r for r in self.history if key in r]
-        return (rows[0][key], rows[-1][key]) if rows else (float("nan"), float("nan"))
-
     def summary(self) -> dict[str, object]:
-        first, last = self.first_last("loss_mel")
+        first, last = first_last(self.history, "loss_mel")
         rows: dict[str, object] = {
             "output": self.out, "steps": self.steps, "utterances / speakers": f"{self.utterances} / {self.speakers}",
             "generator parameters": f"{self.parameters['generator']:,}",
@@ -130,8 +127,14 @@ class TrainJointResult:
             "training time": f"{self.seconds:.0f} s",
         }
         if any("teacher_entropy" in r for r in self.history):
-            rows["DINO teacher entropy (last)"] = f"{self.first_last('teacher_entropy')[1]:.3f}"
+            rows["DINO teacher entropy (last)"] = f"{first_last(self.history, 'teacher_entropy')[1]:.3f}"
         return rows
+
+
+def first_last(history: list[dict[str, float]], key: str) -> tuple[float, float]:
+    """The first and last logged value of ``key`` (NaN when it was never logged)."""
+    rows = [r for r in history if key in r]
+    return (rows[0][key], rows[-1][key]) if rows else (float("nan"), float("nan"))
 
 
 @dataclasses.dataclass
@@ -177,20 +180,23 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     from stages.train_joint_loop import train  # the loop imports the heavy modules
 
     started = time.perf_counter()
-    history = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
+    trained = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
     seconds = time.perf_counter() - started
 
-    final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
-    state = load_checkpoint(final, kind=TRAIN_KIND)
-    generator = VitsGenerator(VitsConfig(**state["vits_config"]))
-    generator.load_state_dict(state["trainer"]["generator"])
-    encoder = CAMPPlus(CAMPPlusConfig(**state["speaker_config"]))
-    encoder.load_state_dict({k[len("frontend.encoder."):]: v for k, v in state["student"].items()
-                             if k.startswith("frontend.encoder.")})
-    history = history or list(state["history"])
+    if "generator" not in trained:  # several processes: the weights are in the last checkpoint
+        last = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
+        state = load_checkpoint(last, kind=TRAIN_KIND)
+        trained["generator"] = state["trainer"]["generator"]
+        prefix = "frontend.encoder."
+        trained["encoder"] = {k[len(prefix):]: v for k, v in state["student"].items() if k.startswith(prefix)}
+    generator = VitsGenerator(VitsConfig(**plan.vits))
+    generator.load_state_dict(trained["generator"])
+    encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
+    encoder.load_state_dict(trained["encoder"])
+    history, steps = trained["history"], trained["step"]
     parameters = {"generator": sum(p.numel() for p in generator.parameters()),
                   "encoder": sum(p.numel() for p in encoder.parameters())}
-    info = {"steps": int(state["step"]), "phase1_steps": config.phase1_steps, "phase2_steps": config.phase2_steps,
+    info = {"steps": steps, "phase1_steps": config.phase1_steps, "phase2_steps": config.phase2_steps,
             "speaker_loss": "none" if config.freeze_speaker else config.speaker_loss,
             "ref_augment": config.ref_augment, "freeze_speaker": config.freeze_speaker, "dedup": config.dedup,
             "speakers": len(plan.speakers)}
@@ -203,7 +209,7 @@ def run(config: TrainJointConfig) -> TrainJointResult:
         atomic_write_text(tmp / "train.tsv", "step\t" + "\t".join(keys) + "\n" + "".join(
             f"{int(row['step'])}\t" + "\t".join(f"{row.get(k, float('nan')):.6g}" for k in keys) + "\n"
             for row in history))
-        first, last = TrainJointResult(out, 0, 0, 0, parameters, history, 0).first_last("loss_mel")
+        first, last = first_last(history, "loss_mel")
         add_meta(tmp, parameters=parameters, utterances=len(plan.examples), speakers=len(plan.speakers),
                  mel_l1_first=first, mel_l1_last=last, **{k: v for k, v in info.items() if k != "speakers"})
     for name in ("checkpoints", "tensorboard"):
@@ -211,7 +217,7 @@ def run(config: TrainJointConfig) -> TrainJointResult:
             shutil.rmtree(out / name, ignore_errors=True)
             shutil.move(str(work / name), str(out / name))
     shutil.rmtree(work, ignore_errors=True)
-    return TrainJointResult(out=out, steps=int(state["step"]), utterances=len(plan.examples),
+    return TrainJointResult(out=out, steps=steps, utterances=len(plan.examples),
                             speakers=len(plan.speakers), parameters=parameters, history=history, seconds=seconds)
 
 

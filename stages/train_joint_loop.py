@@ -43,8 +43,23 @@ SPEAKER_RATE = 16000  # CAM++ reads 16 kHz
 _VIEW_STREAM = 0xD1A0
 
 
-def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> list[dict[str, float]]:
-    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``. Returns rank 0's history."""
+def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
+    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``.
+
+    Returns:
+        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and in a single
+        process the final ``generator`` and ``encoder`` state dicts (on the CPU).
+    """
+    threads = torch.get_num_threads()
+    if config.threads > 0 and info.device.type == "cpu":
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(info, config, plan, resume_from, work)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
     vits_config = VitsConfig(**plan.vits)
@@ -184,7 +199,13 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
                     break
     if writer is not None:
         writer.close()
-    return history
+    result: dict[str, Any] = {"history": history, "step": step}
+    if not info.distributed:
+        # Spawned workers hand their result back through a pipe that is only drained after they
+        # exit, so weights travel that way only in-process; otherwise they come from the checkpoint.
+        result["generator"] = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+        result["encoder"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    return result
 
 
 def _log_window(window: list[dict[str, float]], step: int, writer: Any) -> dict[str, float]:
