@@ -125,3 +125,23 @@ def test_embedding_std_detects_collapse() -> None:
     torch.manual_seed(0)
     assert embedding_std(torch.ones(8, 16)) == pytest.approx(0.0, abs=1e-6)
     assert embedding_std(torch.randn(512, 16)) == pytest.approx(1 / math.sqrt(16), rel=0.1)
+
+
+def test_center_update_uses_every_process_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a second process (simulated all-reduce), the center moves to the mean over both batches."""
+    import dvcli.dino as dino
+
+    gen = torch.Generator().manual_seed(1)
+    mine = [torch.randn(3, 4, generator=gen) for _ in range(2)]
+    other = [torch.randn(5, 4, generator=gen) for _ in range(2)]  # the other rank's batch (another size)
+    other_sum, other_count = torch.cat(other).sum(0, keepdim=True), torch.tensor(10.0)
+
+    def fake_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.add_(other_sum if tensor.dim() else other_count)
+
+    monkeypatch.setattr(dino, "is_initialized", lambda: True)
+    monkeypatch.setattr(dino, "all_reduce_sum", fake_all_reduce)
+    loss_fn = DinoLoss(4, DinoConfig(out_dim=4, center_momentum=0.9))
+    loss_fn.update_center(mine)
+    expected = 0.1 * torch.cat(mine + other).mean(0, keepdim=True)
+    torch.testing.assert_close(loss_fn.center, expected)
