@@ -63,9 +63,7 @@ def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[Vi
     return VitsBatch(units, unit_lengths, wavs, wav_lengths), speakers
 
 
-def random_crops(
-    wavs: torch.Tensor, lengths: torch.Tensor, samples: int, generator: torch.Generator
-) -> torch.Tensor:
+def random_crops(wavs: torch.Tensor, lengths: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
     """One random ``samples``-long excerpt of every row's valid part: ``(B, T) -> (B, samples)``.
 
     A row shorter than ``samples`` is repeated end to end first (CAM++ then still sees only speech).

@@ -66,7 +66,9 @@ class TrainJointConfig(StageConfig):
     speaker: Path | None = None  # dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin; none = random CAM++
     out: Path = Path("runs/joint")  # output folder
     model: Literal["base", "tiny"] = "base"  # VITS preset (base = the paper's ~40M generator)
-    vits: dict[str, Any] = dataclasses.field(default_factory=dict)  # VITS settings over the preset, e.g. {add_blank: true}
+    vits: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # VITS settings over the preset, e.g. {add_blank: true}
     speaker_model: Literal["campplus", "tiny"] = "campplus"  # CAM++ preset when no --speaker is given
     dedup: bool = True  # collapse repeated units (the duration predictor learns the run lengths)
     max_seconds: float = 15.0  # skip longer utterances (memory)
@@ -93,7 +95,9 @@ class TrainJointConfig(StageConfig):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto = bf16 on CUDA, fp32 on CPU
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
     workers: int = 2  # data-loading processes (0 = load in the training process)
-    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    threads: int = (
+        0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    )
     log_every: int = 50  # steps between loss rows (train.tsv, TensorBoard scalars)
     sample_every: int = 1000  # steps between TensorBoard mel/alignment images and audio
     checkpoint_every: int = 2000  # steps between checkpoints (the last step is always saved)
@@ -120,7 +124,9 @@ class TrainJointResult:
     def summary(self) -> dict[str, object]:
         first, last = first_last(self.history, "loss_mel")
         rows: dict[str, object] = {
-            "output": self.out, "steps": self.steps, "utterances / speakers": f"{self.utterances} / {self.speakers}",
+            "output": self.out,
+            "steps": self.steps,
+            "utterances / speakers": f"{self.utterances} / {self.speakers}",
             "generator parameters": f"{self.parameters['generator']:,}",
             "encoder parameters": f"{self.parameters['encoder']:,}",
             "mel L1 first -> last": f"{first:.3f} -> {last:.3f}",
@@ -169,9 +175,14 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
     plan = make_plan(config, resume_from)
-    log.info("%d utterances of %d speakers; %d + %d steps (last layer, then whole encoder); speaker loss %s",
-             len(plan.examples), len(plan.speakers), config.phase1_steps, config.phase2_steps,
-             "none (frozen encoder)" if config.freeze_speaker else config.speaker_loss)
+    log.info(
+        "%d utterances of %d speakers; %d + %d steps (last layer, then whole encoder); speaker loss %s",
+        len(plan.examples),
+        len(plan.speakers),
+        config.phase1_steps,
+        config.phase2_steps,
+        "none (frozen encoder)" if config.freeze_speaker else config.speaker_loss,
+    )
 
     if resume_from is None:
         shutil.rmtree(work, ignore_errors=True)  # logs of a run killed before its first checkpoint
@@ -188,37 +199,66 @@ def run(config: TrainJointConfig) -> TrainJointResult:
         state = load_checkpoint(last, kind=TRAIN_KIND)
         trained["generator"] = state["trainer"]["generator"]
         prefix = "frontend.encoder."
-        trained["encoder"] = {k[len(prefix):]: v for k, v in state["student"].items() if k.startswith(prefix)}
+        trained["encoder"] = {k[len(prefix) :]: v for k, v in state["student"].items() if k.startswith(prefix)}
     generator = VitsGenerator(VitsConfig(**plan.vits))
     generator.load_state_dict(trained["generator"])
     encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
     encoder.load_state_dict(trained["encoder"])
     history, steps = trained["history"], trained["step"]
-    parameters = {"generator": sum(p.numel() for p in generator.parameters()),
-                  "encoder": sum(p.numel() for p in encoder.parameters())}
-    info = {"steps": steps, "phase1_steps": config.phase1_steps, "phase2_steps": config.phase2_steps,
-            "speaker_loss": "none" if config.freeze_speaker else config.speaker_loss,
-            "ref_augment": config.ref_augment, "freeze_speaker": config.freeze_speaker, "dedup": config.dedup,
-            "speakers": len(plan.speakers)}
+    parameters = {
+        "generator": sum(p.numel() for p in generator.parameters()),
+        "encoder": sum(p.numel() for p in encoder.parameters()),
+    }
+    info = {
+        "steps": steps,
+        "phase1_steps": config.phase1_steps,
+        "phase2_steps": config.phase2_steps,
+        "speaker_loss": "none" if config.freeze_speaker else config.speaker_loss,
+        "ref_augment": config.ref_augment,
+        "freeze_speaker": config.freeze_speaker,
+        "dedup": config.dedup,
+        "speakers": len(plan.speakers),
+    }
     inputs = {"manifest": Path(config.manifest).resolve(), "units": Path(config.units).resolve()}
     if config.speaker is not None:
         inputs["speaker"] = Path(config.speaker).resolve()
     with stage_output(out, stage="train-joint", config=config, inputs=inputs) as tmp:
         save_joint(tmp / MODEL_FILE, generator, encoder, plan.units, **info)
         keys = sorted({k for row in history for k in row if k != "step"})
-        atomic_write_text(tmp / "train.tsv", "step\t" + "\t".join(keys) + "\n" + "".join(
-            f"{int(row['step'])}\t" + "\t".join(f"{row.get(k, float('nan')):.6g}" for k in keys) + "\n"
-            for row in history))
+        atomic_write_text(
+            tmp / "train.tsv",
+            "step\t"
+            + "\t".join(keys)
+            + "\n"
+            + "".join(
+                f"{int(row['step'])}\t" + "\t".join(f"{row.get(k, float('nan')):.6g}" for k in keys) + "\n"
+                for row in history
+            ),
+        )
         first, last = first_last(history, "loss_mel")
-        add_meta(tmp, parameters=parameters, utterances=len(plan.examples), speakers=len(plan.speakers),
-                 mel_l1_first=first, mel_l1_last=last, **{k: v for k, v in info.items() if k != "speakers"})
+        add_meta(
+            tmp,
+            parameters=parameters,
+            utterances=len(plan.examples),
+            speakers=len(plan.speakers),
+            mel_l1_first=first,
+            mel_l1_last=last,
+            **{k: v for k, v in info.items() if k != "speakers"},
+        )
     for name in ("checkpoints", "tensorboard"):
         if (work / name).is_dir():
             shutil.rmtree(out / name, ignore_errors=True)
             shutil.move(str(work / name), str(out / name))
     shutil.rmtree(work, ignore_errors=True)
-    return TrainJointResult(out=out, steps=steps, utterances=len(plan.examples),
-                            speakers=len(plan.speakers), parameters=parameters, history=history, seconds=seconds)
+    return TrainJointResult(
+        out=out,
+        steps=steps,
+        utterances=len(plan.examples),
+        speakers=len(plan.speakers),
+        parameters=parameters,
+        history=history,
+        seconds=seconds,
+    )
 
 
 def _check_settings(config: TrainJointConfig, out: Path) -> None:
@@ -246,7 +286,9 @@ def _resume_point(config: TrainJointConfig, out: Path, work: Path) -> Path | Non
         if latest is not None:
             log.info("resuming from %s", latest)
             return latest
-    raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
+    raise UserError(
+        f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)"
+    )
 
 
 def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan:
@@ -273,7 +315,9 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
     if source.k is None:
         log.warning("%s: no k-means size recorded beside the units; assuming %d units (largest id + 1)", source.path, k)
     if largest >= k:
-        raise UserError(f"{source.path}: unit id {largest} is outside the k-means size {k}; the units and meta.json disagree")
+        raise UserError(
+            f"{source.path}: unit id {largest} is outside the k-means size {k}; the units and meta.json disagree"
+        )
 
     speakers = sorted({u.speaker for u in train})
     index = {s: i for i, s in enumerate(speakers)}
@@ -303,7 +347,7 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
         units = source.units[u.id]
         if config.dedup:
             units, _ = deduplicate(units)
-        samples = int(round(u.duration * rate))
+        samples = round(u.duration * rate)
         tokens = len(units) * 2 + 1 if vits_config.add_blank else len(units)
         if u.duration > config.max_seconds:
             too_long += 1
@@ -326,7 +370,10 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
 def _speaker_encoder(config: TrainJointConfig) -> CAMPPlus:
     if config.speaker is not None:
         return load_speaker_encoder(config.speaker)
-    log.warning("no --speaker checkpoint: starting from a randomly initialised CAM++ (%s); "
-                "pretrain one with dv pretrain-speaker for real use", config.speaker_model)
+    log.warning(
+        "no --speaker checkpoint: starting from a randomly initialised CAM++ (%s); "
+        "pretrain one with dv pretrain-speaker for real use",
+        config.speaker_model,
+    )
     torch.manual_seed(config.seed)
     return CAMPPlus(SPEAKER_PRESETS[config.speaker_model]())

@@ -30,7 +30,6 @@ from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.speaker import SpeakerFrontend
 from dvcli.training import CheckpointManager, grad_norm, step_generator
-
 from stages.train_joint import TRAIN_KIND
 
 if TYPE_CHECKING:
@@ -59,7 +58,9 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
         torch.set_num_threads(threads)
 
 
-def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
+def _train(
+    info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path
+) -> dict[str, Any]:
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
     vits_config = VitsConfig(**plan.vits)
@@ -80,12 +81,22 @@ def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pa
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    step_config = TrainStepConfig(learning_rate=config.learning_rate, betas=config.betas, lr_decay=config.lr_decay,
-                                  c_mel=config.c_mel, c_kl=config.c_kl, grad_clip=config.grad_clip, precision=precision)
+    step_config = TrainStepConfig(
+        learning_rate=config.learning_rate,
+        betas=config.betas,
+        lr_decay=config.lr_decay,
+        c_mel=config.c_mel,
+        c_kl=config.c_kl,
+        grad_clip=config.grad_clip,
+        precision=precision,
+    )
     # Every encoder parameter is in the optimiser from the start; phase 1 leaves most without
     # gradients (requires_grad off), which AdamW skips, so phase 2 needs no new optimiser.
-    extra = [] if config.freeze_speaker else [{"params": list(student.parameters()),
-                                               "lr": config.speaker_lr or config.learning_rate}]
+    extra = (
+        []
+        if config.freeze_speaker
+        else [{"params": list(student.parameters()), "lr": config.speaker_lr or config.learning_rate}]
+    )
     generator_ddp, discriminator_ddp = wrap_ddp(generator, info), wrap_ddp(discriminator, info)
     trainer = VitsTrainer(generator_ddp, discriminator_ddp, step_config, extra_parameters=extra)
 
@@ -101,14 +112,24 @@ def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pa
         start, history = int(state["step"]), [dict(row) for row in state["history"]]
 
     dataset = JointDataset(plan.examples, vits_config.sample_rate)
-    sampler = DistributedBucketSampler(dataset.lengths(), config.batch_size, num_replicas=info.world_size,
-                                       rank=info.rank, seed=config.seed, drop_last=True)
+    sampler = DistributedBucketSampler(
+        dataset.lengths(),
+        config.batch_size,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        seed=config.seed,
+        drop_last=True,
+    )
     per_epoch = len(sampler)
     if per_epoch == 0:
         raise UserError(f"batch_size {config.batch_size} x {info.world_size} processes is more than the data holds")
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,
     )
     augmenter = Augmenter(config.augment, speech=[e.audio for e in plan.examples[:500]])
@@ -146,11 +167,12 @@ def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pa
                     reference = augmenter(reference, views_gen)
                 views = labels = None
                 if sidecar != "none":
-                    views = torch.cat([augmenter(random_crops(wav16, len16, crop, views_gen), views_gen)
-                                       for _ in range(2)])  # (2B, crop): crop 1 rows, then crop 2 rows
+                    views = torch.cat(
+                        [augmenter(random_crops(wav16, len16, crop, views_gen), views_gen) for _ in range(2)]
+                    )  # (2B, crop): crop 1 rows, then crop 2 rows
                     labels = speakers.repeat(2)
                 with trainer.autocast():
-                    embedding, view_emb, side = student_module(reference, views, labels, config.aam_margin)
+                    embedding, _, side = student_module(reference, views, labels, config.aam_margin)
                 row: dict[str, float] = {}
                 extra_loss = None
                 if sidecar == "dino":
@@ -163,13 +185,19 @@ def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pa
                 elif sidecar == "aam":
                     row["loss_aam"] = float(side.detach())
                     extra_loss = config.speaker_loss_weight * side
-                stats = trainer.step(batch, embedding.float(), extra_loss=extra_loss,
-                                     rng=step_generator(config.seed, step, info.rank, device=device))
+                stats = trainer.step(
+                    batch,
+                    embedding.float(),
+                    extra_loss=extra_loss,
+                    rng=step_generator(config.seed, step, info.rank, device=device),
+                )
                 if teacher is not None and not stats["skipped"]:
                     momentum = teacher_momentum(step, total, config.dino.momentum_start, config.dino.momentum_end)
                     ema_update(teacher, student.dino_branch(), momentum)
                     row["teacher_momentum"] = momentum
-                row.update(stats, grad_norm_speaker=grad_norm(student.parameters()), embedding_std=embedding_std(embedding))
+                row.update(
+                    stats, grad_norm_speaker=grad_norm(student.parameters()), embedding_std=embedding_std(embedding)
+                )
                 window.append(row)
                 step += 1
                 steps_done += 1
@@ -183,18 +211,27 @@ def _train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pa
                     _log_samples(writer, trainer, generator, batch, embedding, step)
                 if step % config.checkpoint_every == 0 or step == total:
                     if info.is_main:
-                        manager.save(step, {
-                            "trainer": trainer.state_dict(), "student": student.state_dict(),
-                            "teacher": teacher.state_dict() if teacher is not None else {},
-                            "dino_loss": dino_loss.state_dict() if dino_loss is not None else {},
-                            "vits_config": plan.vits, "speaker_config": plan.speaker_init["model_config"],
-                            "speakers": plan.speakers, "history": history,
-                        })
+                        manager.save(
+                            step,
+                            {
+                                "trainer": trainer.state_dict(),
+                                "student": student.state_dict(),
+                                "teacher": teacher.state_dict() if teacher is not None else {},
+                                "dino_loss": dino_loss.state_dict() if dino_loss is not None else {},
+                                "vits_config": plan.vits,
+                                "speaker_config": plan.speaker_init["model_config"],
+                                "speakers": plan.speakers,
+                                "history": history,
+                            },
+                        )
                     barrier()
                 if bar is not None:
                     rate = steps_done / max(1e-9, time.perf_counter() - started)
-                    bar.update(task, advance=1, description=(
-                        f"joint training ({phase}) mel {stats['loss_mel']:.3f} {rate:.2f} steps/s"))
+                    bar.update(
+                        task,
+                        advance=1,
+                        description=(f"joint training ({phase}) mel {stats['loss_mel']:.3f} {rate:.2f} steps/s"),
+                    )
                 if step >= total:
                     break
     if writer is not None:
@@ -219,8 +256,20 @@ def _log_window(window: list[dict[str, float]], step: int, writer: Any) -> dict[
     row = {"step": float(step), **dict(zip(keys, means))}
     if writer is not None:
         for key in keys:
-            group = "speaker" if key in ("loss_dino", "loss_aam", "teacher_entropy", "teacher_temp",
-                                         "teacher_momentum", "embedding_std", "grad_norm_speaker") else "vits"
+            group = (
+                "speaker"
+                if key
+                in (
+                    "loss_dino",
+                    "loss_aam",
+                    "teacher_entropy",
+                    "teacher_temp",
+                    "teacher_momentum",
+                    "embedding_std",
+                    "grad_norm_speaker",
+                )
+                else "vits"
+            )
             writer.add_scalar(f"{group}/{key}", row[key], step)
     return row
 
@@ -233,8 +282,9 @@ def _image(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _log_samples(writer: Any, trainer: VitsTrainer, generator: torch.nn.Module, batch: Any,
-                 embedding: torch.Tensor, step: int) -> None:
+def _log_samples(
+    writer: Any, trainer: VitsTrainer, generator: torch.nn.Module, batch: Any, embedding: torch.Tensor, step: int
+) -> None:
     """Mel (real | generated), alignment and audio of the first example; a synthesis from its units."""
     last, rate = trainer.last, generator.config.sample_rate
     if not last:
@@ -248,10 +298,16 @@ def _log_samples(writer: Any, trainer: VitsTrainer, generator: torch.nn.Module, 
     generator.eval()
     try:
         n = int(batch.unit_lengths[0])
-        wav, lengths = generator.infer(batch.units[:1, :n], batch.unit_lengths[:1], embedding[:1].detach().float(),
-                                       max_frames=int(10 * rate / generator.config.hop_length),
-                                       rng=torch.Generator(device=batch.units.device).manual_seed(step))
-        writer.add_audio("audio/synthesized", wav[0, : int(lengths[0])].float().cpu().clamp(-1, 1), step, sample_rate=rate)
+        wav, lengths = generator.infer(
+            batch.units[:1, :n],
+            batch.unit_lengths[:1],
+            embedding[:1].detach().float(),
+            max_frames=int(10 * rate / generator.config.hop_length),
+            rng=torch.Generator(device=batch.units.device).manual_seed(step),
+        )
+        writer.add_audio(
+            "audio/synthesized", wav[0, : int(lengths[0])].float().cpu().clamp(-1, 1), step, sample_rate=rate
+        )
     finally:
         generator.train(was_training)
 

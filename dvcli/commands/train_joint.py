@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,28 +19,41 @@ def train_joint(
     units: Annotated[Path, typer.Option("--units", "-u", help="A dv cluster folder or a units.tsv.", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)],
     speaker: Annotated[
-        Optional[Path],
-        typer.Option("--speaker", "-s", help="CAM++ to start from: dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin."),
+        Path | None,
+        typer.Option(
+            "--speaker", "-s", help="CAM++ to start from: dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin."
+        ),
     ] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="VITS preset: base (default, ~40M) | tiny (CPU demos).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="VITS preset: base (default, ~40M) | tiny (CPU demos).")
+    ] = None,
     steps: Annotated[
-        Optional[tuple[int, int]],
-        typer.Option("--steps", help="Steps of phase 1 (encoder's last layer) and phase 2 (whole encoder), e.g. --steps 95000 175000."),
+        tuple[int, int] | None,
+        typer.Option(
+            "--steps",
+            help="Steps of phase 1 (encoder's last layer) and phase 2 (whole encoder), e.g. --steps 95000 175000.",
+        ),
     ] = None,
     speaker_loss: Annotated[
-        Optional[str], typer.Option("--speaker-loss", help="Encoder sidecar loss: dino (default) | aam | none.")
+        str | None, typer.Option("--speaker-loss", help="Encoder sidecar loss: dino (default) | aam | none.")
     ] = None,
     ref_augment: Annotated[
-        Optional[bool], typer.Option("--ref-augment/--no-ref-augment", help="Noise/reverb on the conditioning reference (default on).")
+        bool | None,
+        typer.Option("--ref-augment/--no-ref-augment", help="Noise/reverb on the conditioning reference (default on)."),
     ] = None,
     freeze_speaker: Annotated[
-        Optional[bool], typer.Option("--freeze-speaker", help="Keep the encoder fixed (YourTTS-style baseline; no sidecar).")
+        bool | None,
+        typer.Option("--freeze-speaker", help="Keep the encoder fixed (YourTTS-style baseline; no sidecar)."),
     ] = None,
     dedup: Annotated[
-        Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse repeated units (default) or keep one per frame.")
+        bool | None, typer.Option("--dedup/--no-dedup", help="Collapse repeated units (default) or keep one per frame.")
     ] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Data-parallel processes on this machine (torchrun overrides).")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT.")] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Data-parallel processes on this machine (torchrun overrides).")
+    ] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT.")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,

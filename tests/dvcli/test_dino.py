@@ -129,7 +129,7 @@ def test_embedding_std_detects_collapse() -> None:
 
 def test_center_update_uses_every_process_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a second process (simulated all-reduce), the center moves to the mean over both batches."""
-    import dvcli.dino as dino
+    from dvcli import dino
 
     gen = torch.Generator().manual_seed(1)
     mine = [torch.randn(3, 4, generator=gen) for _ in range(2)]

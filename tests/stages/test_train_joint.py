@@ -62,11 +62,24 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _config(corpus: tuple[Path, Path], out: Path, **overrides: object) -> TrainJointConfig:
     manifest, units = corpus
     settings: dict = {
-        "manifest": manifest, "units": units, "out": out, "model": "tiny", "speaker_model": "tiny",
-        "vits": {"segment_size": 2048}, "phase1_steps": 1, "phase2_steps": 1, "batch_size": 4,
-        "learning_rate": 2e-3, "crop_seconds": 0.5, "ref_seconds": 0.8,
+        "manifest": manifest,
+        "units": units,
+        "out": out,
+        "model": "tiny",
+        "speaker_model": "tiny",
+        "vits": {"segment_size": 2048},
+        "phase1_steps": 1,
+        "phase2_steps": 1,
+        "batch_size": 4,
+        "learning_rate": 2e-3,
+        "crop_seconds": 0.5,
+        "ref_seconds": 0.8,
         "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "warmup_teacher_temp_steps": 0},
-        "workers": 0, "log_every": 1, "sample_every": 1000, "checkpoint_every": 1000, "device": "cpu",
+        "workers": 0,
+        "log_every": 1,
+        "sample_every": 1000,
+        "checkpoint_every": 1000,
+        "device": "cpu",
     }
     settings.update(overrides)
     return load_config(TrainJointConfig, values=settings)
@@ -75,13 +88,16 @@ def _config(corpus: tuple[Path, Path], out: Path, **overrides: object) -> TrainJ
 def test_overfitting_one_batch_lowers_the_mel_loss_and_publishes_a_loadable_model(
     corpus: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    manifest, units = corpus
+    manifest, _ = corpus
     one_batch = manifest.parent / "one-batch.tsv"  # beside the manifest: audio paths are relative to it
     lines = manifest.read_text().splitlines()
     one_batch.write_text("\n".join(lines[:5]) + "\n")  # header + 4 utterances = one batch per epoch
     out = tmp_path / "joint"
-    result = run(_config(corpus, out, manifest=one_batch, phase1_steps=4, phase2_steps=8, batch_size=4,
-                         log_every=3, sample_every=12))
+    result = run(
+        _config(
+            corpus, out, manifest=one_batch, phase1_steps=4, phase2_steps=8, batch_size=4, log_every=3, sample_every=12
+        )
+    )
     mel = [row["loss_mel"] for row in result.history]
     assert len(mel) == 4 and mel[-1] < 0.7 * mel[0], mel
     assert all("loss_dino" in row and "teacher_entropy" in row and "embedding_std" in row for row in result.history)
@@ -133,8 +149,9 @@ def test_phase_one_trains_only_the_last_layer_and_freeze_trains_nothing(
     torch.manual_seed(0)
     start = CAMPPlus(CAMPPlusConfig.tiny())
     speaker = tmp_path / "campplus.pt"
-    save_checkpoint({"model": start.state_dict(), "model_config": {**CAMPPlusConfig.tiny().__dict__}}, speaker,
-                    kind="campplus")
+    save_checkpoint(
+        {"model": start.state_dict(), "model_config": {**CAMPPlusConfig.tiny().__dict__}}, speaker, kind="campplus"
+    )
     before = start.state_dict()
     run(_config(corpus, tmp_path / "p1", speaker=speaker, phase1_steps=2, phase2_steps=0))
     after = _encoder_weights(tmp_path / "p1" / "model.pt")
@@ -150,8 +167,17 @@ def test_phase_one_trains_only_the_last_layer_and_freeze_trains_nothing(
 def test_aam_and_no_sidecar_ablations_run(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     aam = run(_config(corpus, tmp_path / "aam", speaker_loss="aam", phase1_steps=0, phase2_steps=2))
     assert all("loss_aam" in r and "loss_dino" not in r for r in aam.history)
-    none = run(_config(corpus, tmp_path / "none", speaker_loss="none", ref_augment=False, dedup=False,
-                       phase1_steps=0, phase2_steps=1))
+    none = run(
+        _config(
+            corpus,
+            tmp_path / "none",
+            speaker_loss="none",
+            ref_augment=False,
+            dedup=False,
+            phase1_steps=0,
+            phase2_steps=1,
+        )
+    )
     assert all("loss_aam" not in r and "loss_dino" not in r for r in none.history)
     info = load_joint(tmp_path / "none").info
     assert info["speaker_loss"] == "none" and info["ref_augment"] is False and info["dedup"] is False
