@@ -67,7 +67,7 @@ def train_joint(
 
     Example: dv train-joint data/manifest.tsv --units data/units --speaker runs/campplus -o runs/joint
 
-    Example: dv train-joint data/toy/manifest.tsv -u data/toy-units -o runs/joint-toy --config examples/train_joint_tiny.yaml
+    Example: dv train-joint data/toy/manifest.tsv -u data/toy-units -o runs/joint-toy --config examples/toy/train_joint_tiny.yaml
 
     Example: dv train-joint data/manifest.tsv -u data/units -s runs/campplus -o runs/ablate-aam --speaker-loss aam --no-ref-augment
     """

@@ -205,7 +205,7 @@ def _cli(*args: str) -> tuple[int, str]:
 
 def test_user_errors_are_one_line_and_leave_nothing(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     manifest, units = corpus
-    common = ["--config", str(Path(__file__).parents[2] / "examples" / "train_joint_tiny.yaml")]
+    common = ["--config", str(Path(__file__).parents[2] / "examples" / "toy" / "train_joint_tiny.yaml")]
     out = tmp_path / "out"
 
     # An utterance of the manifest without units.
@@ -242,6 +242,8 @@ def test_user_errors_are_one_line_and_leave_nothing(corpus: tuple[Path, Path], t
 def test_help_and_shipped_tiny_recipe() -> None:
     result = runner.invoke(app, ["train-joint", "--help"])
     assert result.exit_code == 0 and "Example: dv train-joint" in result.output
-    recipe = Path(__file__).parents[2] / "examples" / "train_joint_tiny.yaml"
+    recipe = Path(__file__).parents[2] / "examples" / "toy" / "train_joint_tiny.yaml"
     config = load_config(TrainJointConfig, recipe)
     assert config.model == "tiny" and config.steps <= 150 and config.dino.out_dim < 65536
+    paper = load_config(TrainJointConfig, recipe.parents[1] / "libritts" / "train_joint.yaml")
+    assert (paper.model, paper.phase1_steps, paper.phase2_steps, paper.batch_size) == ("base", 95000, 175000, 40)
