@@ -19,7 +19,7 @@ from dvcli.atomic import is_dv_output
 from dvcli.config import StageConfig, load_config
 from dvcli.errors import UserError
 from dvcli.logs import console
-from stages import cluster, evaluate, evaluate_refs, extract_units, prepare, pretrain_speaker
+from stages import cluster, evaluate, evaluate_refs, extract_units, prepare, pretrain_speaker, train_joint
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class DemoConfig(StageConfig):
     force: bool = False  # redo finished stages
     k: int = 100  # content units (k-means clusters)
     speaker_steps: int = 300  # CAM++ pretraining steps (examples/pretrain_speaker_tiny.yaml)
+    joint_steps: tuple[int, int] | None = None  # train-joint phase 1 and 2 steps; None = examples/toy/train_joint_tiny.yaml's
     tests_per_speaker: int = 2  # test sentences per held-out speaker, each from a clean and a 0 dB reference
     snr: float = 0.0  # SNR (dB) of the noisy references
     max_ground_truth: int = 8  # real held-out recordings scored as the ground-truth row
@@ -114,7 +115,7 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
     out = Path(config.out)
     common = {"seed": config.seed, "device": config.device}
     data, feats, units = out / "data", out / "feats", out / "units"
-    speaker, refs, report = out / "speaker", out / "refs", out / "report"
+    speaker, joint, refs, report = out / "speaker", out / "joint", out / "refs", out / "report"
     manifest = data / "manifest.tsv"
 
     def speaker_config() -> pretrain_speaker.PretrainSpeakerConfig:
@@ -124,6 +125,16 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             # The demo reads the clean and 0 dB EERs only and needs no embedding export.
             values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, "noisy_snrs": (config.snr,),
                     "export_embeddings": False, **common},
+        )
+
+    def joint_config() -> train_joint.TrainJointConfig:
+        steps = {}
+        if config.joint_steps is not None:
+            steps = {"phase1_steps": config.joint_steps[0], "phase2_steps": config.joint_steps[1]}
+        return load_config(
+            train_joint.TrainJointConfig,
+            EXAMPLES / "toy" / "train_joint_tiny.yaml",
+            values={"manifest": manifest, "units": units, "speaker": speaker, "out": joint, **steps, **common},
         )
 
     return [
@@ -136,10 +147,16 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             cluster.ClusterConfig(features=[feats], out=units, k=config.k, sample=1.0, dedup=True, **common)),
             lambda r: f"{r.k} units, inertia {r.inertia:.1f}", shown=units / "units.tsv"),
         _Stage("pretrain-speaker", speaker, lambda: pretrain_speaker.run(speaker_config()), _speaker_headline),
+        _Stage("train-joint", joint, lambda: train_joint.run(joint_config()), _joint_headline),
         _Stage("evaluate refs", refs, lambda: evaluate_refs.run(evaluate_refs.RefsConfig(
             manifest=manifest, out=refs, per_speaker=config.tests_per_speaker, snrs=[config.snr], **common)),
             lambda r: f"{r.speakers} held-out speakers, {r.rows} references", shown=refs / evaluate_refs.BATCH_FILE),
     ]
+
+
+def _joint_headline(result: train_joint.TrainJointResult) -> str:
+    first, last = train_joint.first_last(result.history, "loss_mel")
+    return f"{result.steps} steps, mel L1 {first:.3f} -> {last:.3f}"
 
 
 def _speaker_headline(result: pretrain_speaker.PretrainSpeakerResult) -> str:
