@@ -104,3 +104,74 @@ def make_manifest(root: str | Path, speakers: int = 4, utterances: int = 3, **kw
     rows = make_corpus(root / "corpus", speakers, utterances, **kwargs)  # type: ignore[arg-type]
     write_manifest(root / "manifest.tsv", rows)
     return root / "manifest.tsv"
+
+
+def pseudo_units(text: str, k: int = 100) -> list[int]:
+    """Frame-level stand-in units for ``text``, for testing text-to-unit without audio.
+
+    Deterministic and learnable like real units: each normalised character gives one (space) or two
+    (letters) units that depend on it and on the character before (a crude coarticulation), each
+    repeated for 1-3 frames as 50 Hz units are; neighbouring units always differ, so collapsing
+    runs leaves about 1.8 units per character (a 40-character sentence gives ~70 units).
+    """
+    import zlib
+
+    from dvcli.text import normalize_text
+
+    units: list[int] = []
+    previous = " "
+    for char in normalize_text(text):
+        for part in range(1 if char == " " else 2):
+            code = zlib.crc32(f"{previous}{char}{part}".encode())
+            unit = code % k
+            if units and unit == units[-1]:
+                unit = (unit + 1) % k
+            units += [unit] * (1 + (code >> 16) % 3)
+        previous = char
+    return units
+
+
+#: Words for made-up test sentences (the toy corpus's own sentences are not needed for t2u tests).
+WORDS = (
+    "the a small red old quiet bright cold green heavy soft warm fox dog ship river stone house "
+    "garden window letter bridge candle morning evening winter market road field jumps runs sails "
+    "waits falls sings opens carries finds keeps over under near behind across through beside with"
+).split()
+
+
+def make_sentences(count: int, *, words: tuple[int, int] = (6, 9), seed: int = 0) -> list[str]:
+    """``count`` distinct made-up sentences of ``words`` words, capitalised and with a full stop."""
+    rng = np.random.default_rng(seed)
+    sentences: list[str] = []
+    while len(sentences) < count:
+        n = int(rng.integers(words[0], words[1] + 1))
+        sentence = " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), n)).capitalize() + "."
+        if sentence not in sentences:
+            sentences.append(sentence)
+    return sentences
+
+
+def make_t2u_data(
+    root: str | Path, sentences: Sequence[str], speakers: int = 1, *, k: int = 100
+) -> tuple[Path, Path]:
+    """A text-only manifest (every speaker reads every sentence; audio paths are placeholders) and a
+    ``units.tsv`` of :func:`pseudo_units` with a ``meta.json`` giving ``k``, as ``dv cluster`` writes.
+
+    Returns ``(manifest_path, units_folder)``.
+    """
+    import json
+
+    from dvcli.manifest import write_units
+
+    root = Path(root)
+    rows = [
+        Utterance(f"spk{s}_{i:03d}", root / "audio" / f"spk{s}_{i:03d}.wav", f"spk{s}", 3.0, text)
+        for s in range(speakers)
+        for i, text in enumerate(sentences)
+    ]
+    write_manifest(root / "manifest.tsv", rows)
+    units = root / "units"
+    units.mkdir(parents=True, exist_ok=True)
+    write_units(units / "units.tsv", {r.id: pseudo_units(r.text, k) for r in rows})
+    (units / "meta.json").write_text(json.dumps({"stage": "cluster", "k": k, "frame_rate": 50.0}), encoding="utf-8")
+    return root / "manifest.tsv", units
