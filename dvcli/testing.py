@@ -175,3 +175,71 @@ def make_t2u_data(
     write_units(units / "units.tsv", {r.id: pseudo_units(r.text, k) for r in rows})
     (units / "meta.json").write_text(json.dumps({"stage": "cluster", "k": k, "frame_rate": 50.0}), encoding="utf-8")
     return root / "manifest.tsv", units
+
+
+def make_joint_model(
+    folder: str | Path, *, k: int = 50, seed: int = 0, embedding: int = 16, kmeans_sha256: str | None = None
+) -> Path:
+    """A randomly initialised tiny joint model (``VitsConfig.tiny`` + ``CAMPPlusConfig.tiny``) saved as
+    ``dv train-joint`` saves one; returns ``folder``. Same arguments, same file."""
+    import torch
+
+    from dvcli.joint import MODEL_FILE, UnitInfo, save_joint
+    from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+    from dvcli.models.vits import VitsConfig, VitsGenerator
+
+    folder = Path(folder)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        generator = VitsGenerator(VitsConfig.tiny(n_units=k, speaker_embedding_dim=embedding))
+        encoder = CAMPPlus(CAMPPlusConfig.tiny(embedding_size=embedding))
+    finally:
+        torch.random.set_rng_state(state)
+    save_joint(folder / MODEL_FILE, generator, encoder, UnitInfo(k=k, frame_rate=50.0, kmeans_sha256=kmeans_sha256))
+    return folder
+
+
+def make_t2u_model(
+    folder: str | Path,
+    *,
+    k: int = 50,
+    seed: int = 0,
+    units_per_token: float = 2.0,
+    kmeans_sha256: str | None = None,
+) -> Path:
+    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.TextToUnit`
+    loads: a SentencePiece tokenizer trained on :func:`make_sentences`, unit tokens, a 1-layer mBART.
+
+    Its output is gibberish of a fixed length (``units_per_token`` per source token + 4): enough to
+    test everything around it in seconds. Returns ``folder``.
+    """
+    import torch
+    from transformers import MBartForConditionalGeneration
+
+    from dvcli.t2u import T2UArch, UnitVocab, mbart_config, restrict_output, set_generation_defaults
+    from dvcli.t2u_tokenizer import add_unit_tokens, train_text_tokenizer
+    from dvcli.text import normalize_text
+
+    folder = Path(folder)
+    tokenizer, _ = train_text_tokenizer([normalize_text(s) for s in make_sentences(30, seed=seed)], 80, seed=seed)
+    offset = add_unit_tokens(tokenizer, k)
+    vocab = UnitVocab(k=k, offset=offset, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                      frame_rate=50.0, kmeans_sha256=kmeans_sha256, units_per_token=units_per_token, extra_units=4)
+    arch = T2UArch(d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32, max_positions=256)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = MBartForConditionalGeneration(mbart_config(arch, len(tokenizer), dropout=0.0, pad_id=vocab.pad_id,
+                                                           eos_id=vocab.eos_id, bos_id=tokenizer.bos_token_id or 0))
+    finally:
+        torch.random.set_rng_state(state)
+    restrict_output(model, vocab)
+    with torch.no_grad():
+        model.final_logits_bias[:, vocab.eos_id] = -50.0  # never stop early: every output runs to the cap
+    set_generation_defaults(model, vocab, beams=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    vocab.save(folder)
+    return folder
