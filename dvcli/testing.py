@@ -205,7 +205,7 @@ def make_t2u_model(
     *,
     k: int = 50,
     seed: int = 0,
-    units_per_token: float = 2.0,
+    units_per_token: float = 1.0,
     kmeans_sha256: str | None = None,
 ) -> Path:
     """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.TextToUnit`
@@ -232,6 +232,10 @@ def make_t2u_model(
     try:
         model = MBartForConditionalGeneration(mbart_config(arch, len(tokenizer), dropout=0.0, pad_id=vocab.pad_id,
                                                            eos_id=vocab.eos_id, bos_id=tokenizer.bos_token_id or 0))
+        with torch.no_grad():  # large random weights: varied units rather than one repeated (and collapsed)
+            for parameter in model.parameters():
+                if parameter.dim() > 1:
+                    parameter.normal_(0.0, 1.0)
     finally:
         torch.random.set_rng_state(state)
     restrict_output(model, vocab)

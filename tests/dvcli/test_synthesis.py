@@ -153,14 +153,21 @@ def test_exportable_fbank_equals_kaldi_fbank() -> None:
     torch.testing.assert_close(ExportableFbank(fbank)(wav), expected, rtol=0, atol=2e-3)
 
 
-def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path: Path) -> None:
+def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     from dvcli.synthesis import TorchBackend
-    from dvcli.synthesis_onnx import GRAPHS, OnnxBackend, export_onnx
+    from dvcli.synthesis_onnx import GRAPHS, OnnxBackend, cache_folder
 
-    files = export_onnx(joint, tmp_path / "onnx")
-    assert [f.name for f in files] == [f"{g}.onnx" for g in GRAPHS] + ["onnx.json"]
-    onnx, torch_backend = OnnxBackend.from_folder(tmp_path / "onnx", threads=1), TorchBackend(joint)
+    monkeypatch.setenv("DV_CACHE", str(tmp_path))
+    onnx = OnnxBackend.cached(joint, threads=1)  # exports into the cache ...
+    folder = cache_folder(joint.path)
+    assert folder.parent == tmp_path / "onnx"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{g}.onnx" for g in GRAPHS] + ["onnx.json"])
+    stamp = (folder / "vits_decoder.onnx").stat().st_mtime_ns
+    onnx = OnnxBackend.cached(joint, threads=1)  # ... and loads from it the next time
+    assert (folder / "vits_decoder.onnx").stat().st_mtime_ns == stamp
+    torch_backend = TorchBackend(joint)
     ref = _speech(1.7, seed=3).reshape(1, -1)  # not the export example's length
     torch.testing.assert_close(onnx.embed(ref), torch_backend.embed(ref), rtol=0, atol=ONNX_TOLERANCE)
 
