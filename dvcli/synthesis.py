@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from dvcli.joint import JointModel
-from dvcli.models.vits import VitsGenerator
+from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.models.vits.model import durations_to_path
 from dvcli.models.vits.modules import sequence_mask
+from dvcli.models.vits.text_encoder import intersperse_blank
 from dvcli.speaker import SpeakerFrontend
 
 log = logging.getLogger(__name__)
@@ -141,15 +142,19 @@ class Synthesizer:
     """Speaker vectors and waveforms from a joint model through a :class:`Backend`.
 
     Args:
-        joint: the loaded model (its configuration, unit vocabulary and, for the PyTorch backend,
-            its weights).
-        backend: where the networks run (default: :class:`TorchBackend`).
+        joint: the loaded model, or just its :class:`VitsConfig` when a backend is given (an
+            ONNX Runtime deployment need not hold the PyTorch weights).
+        backend: where the networks run (default: :class:`TorchBackend` of ``joint``).
     """
 
-    def __init__(self, joint: JointModel, backend: Backend | None = None) -> None:
-        self.joint = joint
-        self.config = joint.generator.config
-        self.backend = backend or TorchBackend(joint)
+    def __init__(self, joint: JointModel | VitsConfig, backend: Backend | None = None) -> None:
+        if isinstance(joint, VitsConfig):
+            if backend is None:
+                raise ValueError("a Synthesizer built from a configuration needs a backend")
+            self.config = joint
+        else:
+            self.config = joint.generator.config
+        self.backend = backend or TorchBackend(joint)  # type: ignore[arg-type]
 
     @property
     def sample_rate(self) -> int:
@@ -173,12 +178,12 @@ class Synthesizer:
         Returns:
             One ``(T_i,)`` float32 waveform per sequence, on the CPU.
         """
-        gen = self.joint.generator
         lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
         units = torch.full((len(sequences), int(lengths.max())), self.config.pad_id, dtype=torch.long)
         for row, seq in enumerate(sequences):
             units[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-        units, lengths = gen.prepare_units(units, lengths)
+        if self.config.add_blank:
+            units, lengths = intersperse_blank(units, lengths, self.config.blank_id, self.config.pad_id)
         speaker = speaker.float().reshape(-1, speaker.shape[-1]).expand(len(sequences), -1).contiguous()
 
         duration_noise = torch.randn((units.shape[0], 2, units.shape[1]), generator=rng) * controls.noise_scale_w

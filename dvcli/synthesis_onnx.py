@@ -31,6 +31,7 @@ from dvcli.atomic import atomic_dir, atomic_write_bytes
 from dvcli.errors import path_error
 from dvcli.features.fbank import KaldiFbank
 from dvcli.joint import JointModel
+from dvcli.models.vits import VitsConfig
 from dvcli.synthesis import VitsDecoder, VitsPrior
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,19 @@ def export_graphs(joint: JointModel) -> dict[str, bytes]:
         ),
     }
     return graphs
+
+
+def read_export_config(folder: str | Path) -> VitsConfig:
+    """The :class:`VitsConfig` an :func:`export_onnx` folder was made from (for ``Synthesizer(config, backend)``).
+
+    Raises:
+        UserError: no readable ``onnx.json`` in ``folder``.
+    """
+    path = Path(folder) / INFO_FILE
+    try:
+        return VitsConfig(**json.loads(path.read_text(encoding="utf-8"))["vits_config"])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        raise path_error(path, "missing or unreadable", "export again with dv synthesize --export-onnx") from None
 
 
 def export_onnx(joint: JointModel, folder: str | Path) -> list[Path]:

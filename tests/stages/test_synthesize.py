@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from dvcli.audio import SAMPLE_RATE, resample
@@ -39,8 +40,8 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("refs")
     rng = np.random.default_rng(0)
     clean = np.concatenate([np.zeros(4000), voice(2.0, SAMPLE_RATE, pitch=150, seed=1), np.zeros(4000)])
-    noisy = clean + 0.3 * clean.std() / 0.1 * 0.1 * rng.standard_normal(clean.shape[0])
-    noisy_44k = resample(__import__("torch").from_numpy(noisy.astype(np.float32)), SAMPLE_RATE, 44100).numpy()
+    noisy = clean + 0.3 * clean.std() * rng.standard_normal(clean.shape[0])  # ~10 dB SNR
+    noisy_44k = resample(torch.from_numpy(noisy.astype(np.float32)), SAMPLE_RATE, 44100).numpy()
     files = {
         "clean": (root / "clean.wav", clean, SAMPLE_RATE),
         "noisy": (root / "noisy.flac", np.stack([noisy_44k, noisy_44k], axis=1), 44100),  # stereo, 44.1 kHz
@@ -48,6 +49,16 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short": (root / "short.wav", voice(0.3, SAMPLE_RATE, seed=2), SAMPLE_RATE),
         "noise": (root / "noise.wav", 0.1 * rng.standard_normal(2 * SAMPLE_RATE), SAMPLE_RATE),
     }
+    # A held-out speaker of the toy corpus, as recorded and under white noise at 5 dB SNR (44.1 kHz stereo).
+    toy = Path(__file__).resolve().parents[2] / "examples" / "toy" / "flite_rms" / "flite_rms_001.flac"
+    if toy.is_file():
+        heldout, rate = sf.read(toy, dtype="float32")
+        heldout = heldout if heldout.ndim == 1 else heldout.mean(1)
+        noise = rng.standard_normal(heldout.shape[0]) * heldout.std() / 10 ** (5 / 20)
+        files["heldout"] = (root / "heldout.flac", heldout, rate)
+        files["heldout_noisy"] = (root / "heldout_noisy.wav", np.stack([heldout + noise] * 2, axis=1), rate)
+    else:  # a checkout without the toy corpus: the synthetic voices stand in
+        files["heldout"], files["heldout_noisy"] = files["clean"], files["noisy"]
     for path, wav, rate in files.values():
         sf.write(path, np.asarray(wav, dtype=np.float32), rate)
     return {name: spec[0] for name, spec in files.items()}
@@ -69,7 +80,7 @@ def _zero_runs(x: np.ndarray, at_least: int) -> int:
 
 def test_a_sentence_and_a_paragraph_from_clean_and_noisy_references(models, refs, tmp_path: Path) -> None:
     lengths = {}
-    for ref in ("clean", "noisy"):
+    for ref in ("heldout", "heldout_noisy"):
         for name, text in (("sentence", SENTENCE), ("paragraph", PARAGRAPH)):
             out = tmp_path / f"{ref}-{name}.wav"
             result = _cli(models, "--ref", str(refs[ref]), "--text", text, "-o", str(out))
@@ -79,7 +90,7 @@ def test_a_sentence_and_a_paragraph_from_clean_and_noisy_references(models, refs
             lengths[ref, name] = len(wav) / rate
             # Three sentences joined by two 0.25 s pauses; one sentence has none.
             assert _zero_runs(wav, int(0.25 * rate)) == (2 if name == "paragraph" else 0)
-    for ref in ("clean", "noisy"):
+    for ref in ("heldout", "heldout_noisy"):
         assert 0.3 < lengths[ref, "sentence"] < 20
         assert lengths[ref, "paragraph"] > 1.5 * lengths[ref, "sentence"]
 
