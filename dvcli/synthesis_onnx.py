@@ -68,7 +68,8 @@ class ExportableFbank(nn.Module):
         previous[0, 0] = 1.0  # Kaldi's pre-emphasis reuses the first sample
         emphasis = eye - fbank.preemphasis * previous
         frame_map = torch.diag(fbank.window.double()) @ emphasis @ dc  # (W, W): raw frame -> windowed frame
-        angle = 2 * math.pi * torch.arange(window, dtype=torch.float64)[:, None] * torch.arange(self.bins)[None, :] / fft
+        samples = torch.arange(window, dtype=torch.float64)[:, None]
+        angle = 2 * math.pi * samples * torch.arange(self.bins)[None, :] / fft  # (W, bins)
         basis = torch.cat([frame_map.T @ torch.cos(angle), frame_map.T @ torch.sin(angle)], dim=1)  # (W, 2 * bins)
         self.register_buffer("kernel", basis.T.unsqueeze(1).float().contiguous(), persistent=False)  # (2 bins, 1, W)
         self.register_buffer("mel_banks", fbank.mel_banks.T.contiguous(), persistent=False)  # (bins, mels)
@@ -123,7 +124,8 @@ def export_graphs(joint: JointModel) -> dict[str, bytes]:
             ["units", "unit_lengths", "speaker", "duration_noise"], ["log_durations", "m_p", "logs_p", "unit_mask"],
             {"units": {0: "batch", 1: "units"}, "unit_lengths": {0: "batch"}, "speaker": {0: "batch"},
              "duration_noise": {0: "batch", 2: "units"}, "log_durations": {0: "batch", 2: "units"},
-             "m_p": {0: "batch", 2: "units"}, "logs_p": {0: "batch", 2: "units"}, "unit_mask": {0: "batch", 2: "units"}},
+             "m_p": {0: "batch", 2: "units"}, "logs_p": {0: "batch", 2: "units"},
+             "unit_mask": {0: "batch", 2: "units"}},
         ),
         "vits_decoder": _export(
             VitsDecoder(joint.generator), (torch.randn(2, c.inter_channels, t), torch.ones(2, 1, t), speaker),

@@ -217,7 +217,9 @@ def _single_item(config: SynthesizeConfig) -> _Item:
                              "give a file with one row, or use --batch with ids")
     if units is None and not text.strip():
         raise UserError(f"{config.text_file or '--text'}: the text is empty (give something to say)")
-    return _Item(id=config.out.stem, text=text, ref=config.ref, units=units, extra={})
+    # The id names the input in messages: the text file, or the option the text came from.
+    source = str(config.text_file) if config.text_file else "--units" if units is not None else "--text"
+    return _Item(id=source, text=text, ref=config.ref, units=units, extra={})
 
 
 def _units_table(value: str) -> dict[str, list[int]] | None:
@@ -257,7 +259,8 @@ def _batch_items(config: SynthesizeConfig) -> list[_Item]:
     for lineno, row in enumerate(rows, start=2):
         uid = (row.get("id") or "").strip()
         if not uid or uid in seen:
-            raise path_error(f"{path}:{lineno}", f"{'empty' if not uid else 'duplicate'} id '{uid}'", "ids must be unique")
+            problem = f"{'empty' if not uid else 'duplicate'} id '{uid}'"
+            raise path_error(f"{path}:{lineno}", problem, "ids must be unique")
         seen.add(uid)
         extra = {k: (v or "").strip() for k, v in row.items() if k not in ("id", "text", "ref") and k is not None}
         for column in PATH_COLUMNS:
@@ -304,7 +307,8 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         seq = deduplicate(item.units)[0]
         bad = [u for u in seq if not 0 <= u < k]
         if bad:
-            raise UserError(f"{item.id}: unit {bad[0]} is outside the model's 0..{k - 1} (units from another dv cluster run?)")
+            raise UserError(f"{item.id}: unit {bad[0]} is outside the model's 0..{k - 1} "
+                            "(units from another dv cluster run?)")
         if not seq:
             raise UserError(f"{item.id}: no units given (nothing to say)")
         return [seq]

@@ -176,7 +176,8 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path:
     lengths = torch.tensor([31, 20, 7])
     speaker = torch.randn(3, 16, generator=gen)
     noise = torch.randn(3, 2, 31, generator=gen)
-    for got, want in zip(onnx.prior(units, lengths, speaker, noise), torch_backend.prior(units, lengths, speaker, noise)):
+    expected = torch_backend.prior(units, lengths, speaker, noise)
+    for got, want in zip(onnx.prior(units, lengths, speaker, noise), expected):
         torch.testing.assert_close(got, want, rtol=0, atol=ONNX_TOLERANCE)
     z_p, mask = torch.randn(3, 16, 57, generator=gen), (torch.arange(57) < torch.tensor([[57], [40], [9]])).float()
     torch.testing.assert_close(onnx.decode(z_p, mask[:, None], speaker),
@@ -185,7 +186,7 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path:
     # End to end with the same seed: the same audio from both backends.
     synth_onnx, synth_torch = Synthesizer(joint, onnx), Synthesizer(joint, torch_backend)
     sequences = [list(range(1, 40)), [4, 8, 15, 16, 23, 42]]
-    a = synth_onnx.synthesize(sequences, synth_onnx.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
-    b = synth_torch.synthesize(sequences, synth_torch.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
+    a, b = (s.synthesize(sequences, s.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
+            for s in (synth_onnx, synth_torch))
     assert a.shape == b.shape
     torch.testing.assert_close(a, b, rtol=0, atol=ONNX_TOLERANCE)
