@@ -216,7 +216,7 @@ class Synthesizer:
         """Speak several unit sequences (one per sentence) in one voice and join them with pauses.
 
         Sequences are decoded in batches of ``controls.batch_size`` of similar length (less
-        padding); the result does not depend on the order they were given in beyond the noise.
+        padding) and joined in the order given.
 
         Returns:
             ``(T,)`` float32 waveform.
