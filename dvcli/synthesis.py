@@ -186,7 +186,10 @@ class Synthesizer:
             units, lengths = intersperse_blank(units, lengths, self.config.blank_id, self.config.pad_id)
         speaker = speaker.float().reshape(-1, speaker.shape[-1]).expand(len(sequences), -1).contiguous()
 
-        duration_noise = torch.randn((units.shape[0], 2, units.shape[1]), generator=rng) * controls.noise_scale_w
+        shape = (units.shape[0], 2, units.shape[1])
+        # Only the stochastic predictor draws noise (as in infer, so the prior noise below matches it).
+        duration_noise = (torch.randn(shape, generator=rng) * controls.noise_scale_w
+                          if self.config.stochastic_duration else torch.zeros(shape))
         logw, m_p, logs_p, x_mask = (t.cpu().float() for t in self.backend.prior(units, lengths, speaker,
                                                                                  duration_noise))
         durations = torch.ceil(torch.exp(logw) * x_mask * controls.length_scale)[:, 0]  # (B, N)

@@ -234,8 +234,10 @@ class OnnxBackend:
         return cls({name: folder / f"{name}.onnx" for name in GRAPHS}, threads)
 
     def _run(self, name: str, **inputs: torch.Tensor) -> list[np.ndarray]:
-        feed = {k: v.detach().cpu().numpy() for k, v in inputs.items()}
-        return self.sessions[name].run(None, feed)
+        session = self.sessions[name]
+        # The exporter drops inputs a graph does not use (duration noise with the deterministic predictor).
+        wanted = {i.name for i in session.get_inputs()}
+        return session.run(None, {k: v.detach().cpu().numpy() for k, v in inputs.items() if k in wanted})
 
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self._run("speaker", wav=wav.float())[0])

@@ -110,6 +110,7 @@ def test_split_pipeline_equals_generator_infer(joint: JointModel) -> None:
     units = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 50, 50, 50, 50, 50]])
     wav, lengths = joint.generator.infer(units, torch.tensor([8, 3]), speaker.expand(2, -1), noise_scale=0.5,
                                          noise_scale_w=0.7, length_scale=1.3, rng=torch.Generator().manual_seed(7))
+    assert float(wav.abs().max()) > 1e-3  # far above the tolerance below
     for i in range(2):
         assert ours[i].shape[0] == int(lengths[i])
         torch.testing.assert_close(ours[i], wav[i, : int(lengths[i])], rtol=0, atol=1e-6)
@@ -188,5 +189,27 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path:
     sequences = [list(range(1, 40)), [4, 8, 15, 16, 23, 42]]
     a, b = (s.synthesize(sequences, s.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
             for s in (synth_onnx, synth_torch))
-    assert a.shape == b.shape
+    assert a.shape == b.shape and float(b.abs().max()) > 100 * ONNX_TOLERANCE
     torch.testing.assert_close(a, b, rtol=0, atol=ONNX_TOLERANCE)
+
+
+def test_onnx_with_a_deterministic_duration_predictor_and_blanks(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from dvcli.joint import UnitInfo, save_joint
+    from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+    from dvcli.models.vits import VitsConfig, VitsGenerator
+    from dvcli.synthesis_onnx import OnnxBackend
+
+    config = VitsConfig.tiny(n_units=20, speaker_embedding_dim=16, stochastic_duration=False, add_blank=True)
+    save_joint(tmp_path / "model.pt", VitsGenerator(config), CAMPPlus(CAMPPlusConfig.tiny(embedding_size=16)),
+               UnitInfo(k=20))
+    joint = load_joint(tmp_path)
+    speaker = torch.randn(16)
+    a, b = (Synthesizer(joint, backend).infer([[1, 2, 3, 4, 5]], speaker, SynthesisControls(),
+                                             torch.Generator().manual_seed(0))[0]
+            for backend in (OnnxBackend.from_joint(joint, threads=1), None))
+    torch.testing.assert_close(a, b, rtol=0, atol=ONNX_TOLERANCE)
+    wav, _ = joint.generator.infer(torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([5]), speaker[None],
+                                   rng=torch.Generator().manual_seed(0))
+    assert float(wav.abs().max()) > 1e-3
+    torch.testing.assert_close(b, wav[0], rtol=0, atol=1e-6)
