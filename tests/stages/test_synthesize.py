@@ -123,6 +123,21 @@ def test_units_bypass_text_to_unit(models, refs, tmp_path: Path) -> None:
     assert not (tmp_path / "bad.wav").exists()
 
 
+def test_text_file_says_what_text_says(models, refs, tmp_path: Path) -> None:
+    story = tmp_path / "story.txt"
+    story.write_text(PARAGRAPH + "\n", encoding="utf-8")
+    outs = []
+    for name, args in (("file.wav", ["--text-file", str(story)]), ("text.wav", ["--text", PARAGRAPH])):
+        result = _cli(models, "--ref", str(refs["clean"]), *args, "-o", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        outs.append(sf.read(tmp_path / name)[0])
+    assert np.array_equal(*outs)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 ol\xe9".encode("latin-1"))
+    bad = _cli(models, "--ref", str(refs["clean"]), "--text-file", str(latin1), "-o", str(tmp_path / "bad.wav"))
+    assert bad.exit_code == 2 and "give a UTF-8 text file" in bad.output and not (tmp_path / "bad.wav").exists()
+
+
 def test_batch_writes_a_synth_table_that_dv_evaluate_reads(models, refs, tmp_path: Path) -> None:
     listing = tmp_path / "list.tsv"
     rows = [
