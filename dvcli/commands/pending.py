@@ -19,18 +19,6 @@ PENDING: dict[str, tuple[int, str, str]] = {
         "Train VITS on units jointly with the speaker encoder under the DINO loss.\n\n"
         "Example: dv train-joint data/manifest.tsv --units data/km/units.tsv --speaker runs/campplus -o runs/joint",
     ),
-    "train-t2u": (
-        6,
-        "text-to-unit training",
-        "Train the mBART text-to-unit model on the manifest's text and the units.\n\n"
-        "Example: dv train-t2u data/manifest.tsv --units data/km/units.tsv -o runs/t2u",
-    ),
-    "synthesize": (
-        7,
-        "zero-shot synthesis",
-        "Clone a voice from one reference clip.\n\n"
-        'Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text "Hello there." -o out.wav',
-    ),
 }
 
 
