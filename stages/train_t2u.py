@@ -46,12 +46,12 @@ from dvcli.t2u_data import (
     collate,
     generation_caps,
     pair_examples,
-    read_unit_source,
     split_by_sentence,
     unit_vocabulary_size,
 )
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
 from dvcli.training import CheckpointManager, restore_rng, warmup_cosine
+from dvcli.units import read_unit_source
 
 log = logging.getLogger(__name__)
 

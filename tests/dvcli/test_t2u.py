@@ -17,35 +17,23 @@ from dvcli.t2u import (
     TextToUnit,
     UnitLoss,
     UnitVocab,
-    collapse_runs,
     mbart_config,
     restrict_output,
     set_generation_defaults,
     unreadable_characters,
 )
-from dvcli.t2u_data import (
-    UnitSource,
-    collate,
-    pair_examples,
-    read_unit_source,
-    split_by_sentence,
-    unit_vocabulary_size,
-)
+from dvcli.t2u_data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
 from dvcli.t2u_tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
 from dvcli.testing import make_sentences, make_t2u_data, pseudo_units
 from dvcli.text import normalize_text
-
-
-def test_collapse_runs() -> None:
-    assert collapse_runs([5, 5, 5, 2, 2, 5, 7, 7]) == [5, 2, 5, 7]
-    assert collapse_runs([]) == [] and collapse_runs([3]) == [3]
+from dvcli.units import UnitSource, deduplicate, read_unit_source
 
 
 def test_pseudo_units_are_deterministic_with_runs_and_realistic_lengths() -> None:
     text = "The quiet river waits behind the old stone bridge."
     units = pseudo_units(text, k=50)
     assert units == pseudo_units(text, k=50)
-    dedup = collapse_runs(units)
+    dedup, _ = deduplicate(units)
     assert len(units) > len(dedup)  # frame-level runs, as 50 Hz units have
     assert all(a != b for a, b in zip(dedup, dedup[1:]))
     assert 1.5 * len(normalize_text(text)) < len(dedup) < 2 * len(normalize_text(text))

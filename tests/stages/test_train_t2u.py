@@ -16,10 +16,11 @@ from dvcli.cli import app
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest, read_units, write_manifest, write_units
 from dvcli.metrics import error_rate
-from dvcli.t2u import TextToUnit, UnitVocab, collapse_runs
-from dvcli.t2u_data import pair_examples, read_unit_source, split_by_sentence
+from dvcli.t2u import TextToUnit, UnitVocab
+from dvcli.t2u_data import pair_examples, split_by_sentence
 from dvcli.testing import make_sentences, make_t2u_data
 from dvcli.training import CheckpointManager
+from dvcli.units import deduplicate, read_unit_source
 from stages.train_t2u import TrainT2UConfig, run, work_folder
 
 runner = CliRunner()
@@ -40,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], 
     assert (result.train_utterances, result.valid_utterances) == (len(train), len(valid)) == (6, 1)
     rows = read_manifest(manifest)
     sentences = [r.text for r in rows if r.id in {e.id for e in train}]
-    return result.out, sentences, {r.text: collapse_runs(read_units(units)[r.id]) for r in rows}
+    return result.out, sentences, {r.text: deduplicate(read_units(units)[r.id])[0] for r in rows}
 
 
 def test_tiny_overfits_and_records_unit_error_rates(trained) -> None:
@@ -79,7 +80,7 @@ def test_folder_loads_with_plain_transformers_and_generates_the_same(trained) ->
     generated = model.generate(**batch, num_beams=5, max_new_tokens=200)  # the folder's generation config
     tokens = tokenizer.batch_decode(generated, skip_special_tokens=True)
     vocab = UnitVocab.load(out)
-    plain = [collapse_runs(vocab.units_of(row[1:].tolist())) for row in generated]
+    plain = [deduplicate(vocab.units_of(row[1:].tolist()))[0] for row in generated]
     assert plain == t2u.units(sentences[:3], beams=5)
     assert tokens[0].startswith("<u") and "<u" in tokens[0][3:]  # only unit tokens come out
 
