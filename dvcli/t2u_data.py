@@ -19,7 +19,7 @@ import torch
 
 from dvcli.errors import path_error
 from dvcli.manifest import Utterance
-from dvcli.t2u import UnitVocab
+from dvcli.t2u import UnitVocab, unreadable_characters
 from dvcli.text import normalize_text
 from dvcli.units import UnitSource, deduplicate
 
@@ -46,6 +46,7 @@ class PairCounts:
     empty_text: int = 0  # no text, or nothing left after normalisation: skipped
     empty_units: int = 0  # a units line with no units: skipped
     other_speakers: int = 0  # held-out speakers, or not among the requested speakers
+    unreadable_text: int = 0  # used rows that lost characters the normaliser cannot read (warned)
 
 
 def pair_examples(
@@ -60,6 +61,7 @@ def pair_examples(
 
     Rows of ``heldout`` speakers (the ``split`` column) are left for evaluation; with ``speakers``
     only those speakers are used. Rows with empty text or empty units are skipped and counted.
+    Characters the normaliser cannot read (Cyrillic, emoji...) are dropped with one warning.
 
     Raises:
         UserError: a used row has no units (names the first such id), or no pair is left.
@@ -67,6 +69,7 @@ def pair_examples(
     counts = PairCounts()
     examples: list[Example] = []
     wanted = set(speakers)
+    dropped: list[str] = []
     for row in rows:
         if row.split == "heldout" or (wanted and row.speaker not in wanted):
             counts.other_speakers += 1
@@ -87,8 +90,15 @@ def pair_examples(
         if not units:
             counts.empty_units += 1
             continue
+        unreadable = unreadable_characters(row.text)
+        if unreadable:
+            counts.unreadable_text += 1
+            dropped += unreadable
         examples.append(Example(row.id, row.speaker, text, units))
     counts.used = len(examples)
+    if dropped:
+        log.warning("%s: dropped characters the English normaliser cannot read from %d row(s): %r",
+                    manifest, counts.unreadable_text, "".join(dict.fromkeys(dropped))[:20])
     if wanted and not any(row.speaker in wanted for row in rows):
         raise path_error(manifest, f"none of the speakers {sorted(wanted)} is in the manifest", "check --set speakers")
     if not examples:

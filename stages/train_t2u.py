@@ -215,6 +215,7 @@ def run(config: TrainT2UConfig) -> TrainT2UResult:
             skipped_empty_text=counts.empty_text,
             skipped_empty_units=counts.empty_units,
             skipped_other_speakers=counts.other_speakers,
+            rows_with_unreadable_characters=counts.unreadable_text,
             steps=report["steps"],
             parameters=report["parameters"],
             train_seconds=round(report["seconds"], 1),

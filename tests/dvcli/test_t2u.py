@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +145,14 @@ def _rows(texts: list[str], speakers: list[str] | None = None, splits: list[str]
             for i, (t, s, p) in enumerate(zip(texts, speakers, splits))]
 
 
-def test_pairing_skips_and_counts_and_names_the_first_missing_id() -> None:
-    rows = _rows(["one two", "", "  ?! ", "three", "four", "five"], splits=["", "", "", "", "heldout", ""])
+def test_pairing_skips_and_counts_and_names_the_first_missing_id(caplog: pytest.LogCaptureFixture) -> None:
+    rows = _rows(["one two", "", "  ?! ", "three", "four", "five 😀 мир"], splits=["", "", "", "", "heldout", ""])
     source = UnitSource(Path("units.tsv"), {"u0": [1, 1, 2], "u3": [], "u4": [5], "u5": [3]}, 10, 50.0, None)
-    examples, counts = pair_examples(rows, source, manifest=Path("m.tsv"))
+    with caplog.at_level(logging.WARNING, logger="dvcli"):
+        examples, counts = pair_examples(rows, source, manifest=Path("m.tsv"))
     assert [e.id for e in examples] == ["u0", "u5"] and examples[0].units == [1, 2]
+    assert examples[1].text == "five"  # unreadable characters dropped...
+    assert "cannot read from 1 row(s): '😀мир'" in caplog.text  # ...with a warning
     assert (counts.empty_text, counts.empty_units, counts.other_speakers, counts.used) == (2, 1, 1, 2)
     assert pair_examples(rows, source, manifest=Path("m.tsv"), dedup=False)[0][0].units == [1, 1, 2]
     del source.units["u0"]
