@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from dvcli.cli import app
+from dvcli.config import load_config
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest, read_units, write_manifest, write_units
 from dvcli.metrics import error_rate
@@ -235,10 +236,19 @@ def test_two_processes_train_over_gloo(tmp_path: Path) -> None:
 # -- the bundled toy corpus: dv prepare -> dv extract-units --features mfcc -> dv cluster --k 100 ----------
 
 TOY = Path(__file__).resolve().parents[2] / "examples" / "toy"
-#: One training speaker: MFCC units follow the voice, not only the words (see the slow test).
+TOY_RECIPE = Path(__file__).resolve().parents[2] / "examples" / "train_t2u_toy.yaml"
+#: The recipe's one training speaker: MFCC units follow the voice, not only the words (see the slow test).
 TOY_SPEAKER = "flite_slt"
-#: Settings that memorise the toy sentences fast: no dropout, a high learning rate, small batches.
-OVERFIT = dict(batch_size=8, lr=3e-3, warmup=50, dropout=0.0, device="cpu")
+
+
+def _toy_config(manifest: Path, units: Path, out: Path, **values: object) -> TrainT2UConfig:
+    return load_config(TrainT2UConfig, TOY_RECIPE,
+                       values={"manifest": manifest, "units": units, "out": out, "device": "cpu", **values})
+
+
+def test_shipped_toy_recipe_is_a_valid_config() -> None:
+    config = _toy_config(Path("m"), Path("u"), Path("o"))
+    assert config.speakers == [TOY_SPEAKER] and config.size == "tiny" and config.dropout == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +277,8 @@ def test_tiny_learns_a_few_toy_sentences(toy_units: tuple[Path, Path], tmp_path:
     manifest, units = toy_units
     rows = [r for r in read_manifest(manifest) if r.speaker == TOY_SPEAKER][:4]
     write_manifest(tmp_path / "manifest.tsv", rows)
-    result = run(TrainT2UConfig(manifest=tmp_path / "manifest.tsv", units=units, out=tmp_path / "out", steps=150,
-                                eval_every=50, beams=1, valid_fraction=0.0, **{**OVERFIT, "batch_size": 4}))
+    result = run(_toy_config(tmp_path / "manifest.tsv", units, tmp_path / "out", steps=150, batch_size=4,
+                             eval_every=50, beams=1, valid_fraction=0.0))
     metrics = [line.split("\t") for line in (tmp_path / "out" / "metrics.tsv").read_text().splitlines()[1:]]
     first, last = float(metrics[0][2]), float(metrics[-1][2])
     assert result.train_uer == last < 0.10 < first, metrics
@@ -277,20 +287,20 @@ def test_tiny_learns_a_few_toy_sentences(toy_units: tuple[Path, Path], tmp_path:
     assert error_rate([references[r.text] for r in rows], hyps) < 0.10
 
 
-@pytest.mark.slow  # ~4 CPU minutes (one thread); the README quotes its numbers
+@pytest.mark.slow  # 2-3 minutes on one thread; the README quotes its numbers
 def test_tiny_overfits_the_toy_corpus(toy_units: tuple[Path, Path], tmp_path: Path) -> None:
     """The issue's bar: unit error rate < 10% on the training sentences of the toy corpus.
 
     One speaker's 27 sentences (3 held out). With more speakers the bar is out of reach for a model
     without a speaker input: MFCC units follow the voice. For two speakers reading the same sentences
     no single answer h can beat d(a, h) + d(b, h) >= d(a, b); on the toy corpus that bound is 28% for
-    the closest pair, and the eight training speakers' medoid sequences score 73% (measured with
-    ``dvcli.metrics.edit_distance``; the README has the numbers).
+    the closest pair, and the eight training speakers' medoid sequences score 73%
+    (``bench/t2u_speaker_bound.py``; the README has the numbers).
     """
     manifest, units = toy_units
+    config = _toy_config(manifest, units, tmp_path / "out")
     started = time.perf_counter()
-    result = run(TrainT2UConfig(manifest=manifest, units=units, out=tmp_path / "out", speakers=[TOY_SPEAKER],
-                                steps=450, eval_every=150, **OVERFIT))
+    result = run(config)
     seconds = time.perf_counter() - started
     assert result.train_utterances == 24 and result.valid_utterances == 3
     assert result.train_uer < 0.10, result.summary()
@@ -298,7 +308,7 @@ def test_tiny_overfits_the_toy_corpus(toy_units: tuple[Path, Path], tmp_path: Pa
     t2u = TextToUnit.load(result.out)
     held_out = {e.text for e in split_by_sentence(
         pair_examples(read_manifest(manifest), read_unit_source(units), manifest=manifest,
-                      speakers=[TOY_SPEAKER])[0], 0.1, 0)[1]}
+                      speakers=config.speakers)[0], config.valid_fraction, config.seed)[1]}
     references = {t: u for t, u in _toy_references(manifest, units, TOY_SPEAKER).items()
                   if normalize_text(t) not in held_out}
     hyps = t2u.units(list(references), beams=5)
