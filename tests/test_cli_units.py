@@ -65,16 +65,3 @@ def test_toy_corpus_gets_units_for_every_utterance(tmp_path: Path) -> None:
     result = runner.invoke(app, ["cluster", str(tmp_path / "f"), "-o", str(tmp_path / "km"), "--k", "100"])
     assert result.exit_code == 0, result.output
     assert set(read_units(tmp_path / "km")) == {u.id for u in read_manifest(tmp_path / "data")}
-
-
-def test_demo_runs_the_unit_stages_then_skips_them(tmp_path: Path) -> None:
-    from dvcli.testing import make_corpus
-    from stages.demo import DemoConfig
-    from stages.demo import run as demo
-
-    make_corpus(tmp_path / "corpus", speakers=2, utterances=2, seconds=(1.2, 1.5))
-    first = demo(DemoConfig(out=tmp_path / "demo", corpus=tmp_path / "corpus"))
-    assert [first.stages[s] for s in ("prepare", "extract-units", "cluster")] == ["done"] * 3
-    assert len(read_units(first.outputs["cluster"])) == 4
-    again = demo(DemoConfig(out=tmp_path / "demo", corpus=tmp_path / "corpus"))
-    assert all(again.stages[s].startswith("skipped") for s in ("prepare", "extract-units", "cluster"))

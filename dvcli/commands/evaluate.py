@@ -12,6 +12,7 @@ from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOpt
 from stages import evaluate as evaluate_stage
 from stages import evaluate_mos as mos_stage
 from stages import evaluate_mos_kit as kit_stage
+from stages import evaluate_refs as refs_stage
 from stages import evaluate_speaker as speaker_stage
 
 
@@ -165,6 +166,47 @@ def speaker(
         seed=seed,
     )
     print_summary("dv evaluate speaker", speaker_stage.run(cfg).summary())
+
+
+@group.command("refs")
+def refs(
+    manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder) holding the test speakers.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: refs/ and batch.tsv.", file_okay=False)] = Path(
+        "refs"
+    ),
+    split: Annotated[Optional[str], typer.Option(help="Speakers of this split (default heldout; '' = all).")] = None,
+    per_speaker: Annotated[Optional[int], typer.Option(help="Test sentences per speaker (default 5).")] = None,
+    ref_seconds: Annotated[Optional[float], typer.Option(help="Crop of each reference clip (default 3 s).")] = None,
+    snrs: Annotated[
+        Optional[str], typer.Option(help="A noisy condition per SNR in dB, comma-separated (default 0; '' = none).")
+    ] = None,
+    noise: Annotated[
+        Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """The zero-shot test list: per unseen speaker, reference crops (clean and noisy) and sentences to say.
+
+    Writes OUT/refs/ and OUT/batch.tsv, the input of dv synthesize --batch.
+
+    Example: dv evaluate refs data/manifest.tsv --split heldout --snrs 0,5 -o data/refs
+    """
+    cfg = stage_config(
+        refs_stage.RefsConfig,
+        config,
+        set_,
+        manifest=manifest,
+        out=out,
+        split=split,
+        per_speaker=per_speaker,
+        ref_seconds=ref_seconds,
+        snrs=_floats(snrs),
+        noise=noise,
+        seed=seed,
+    )
+    print_summary("dv evaluate refs", refs_stage.run(cfg).summary())
 
 
 @group.command("mos-kit")

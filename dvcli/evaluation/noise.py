@@ -1,7 +1,7 @@
 """Additive noise at a chosen signal-to-noise ratio, for the noisy trials of ``dv evaluate speaker``.
 
-Deliberately minimal (one function and a noise source); training-time augmentation (noise + reverb)
-lives with the speaker encoder.
+Deliberately minimal (a mixing function and a noise source) on top of :mod:`dvcli.augment`, which
+holds training-time augmentation (noise + reverb) and the SNR arithmetic both share.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from dvcli import augment
 from dvcli.audio import load_audio
 from dvcli.errors import UserError
 
@@ -38,18 +40,19 @@ def mix_at_snr(
     Raises:
         ValueError: silent noise or an empty clip.
     """
-    clean = np.asarray(clean, dtype=np.float64)
-    noise = np.asarray(noise, dtype=np.float64)
+    clean = np.asarray(clean, dtype=np.float32)
+    noise = np.asarray(noise, dtype=np.float32)
     if len(clean) == 0 or len(noise) == 0:
         raise ValueError("empty clean or noise signal")
+    if not np.any(noise):
+        raise ValueError("the noise is silent")
     reps = -(-len(clean) // len(noise)) + 1
     start = int(rng.integers(0, len(noise))) if rng is not None else 0
     noise = np.tile(noise, reps)[start : start + len(clean)]
-    p_clean = np.mean(clean**2)
-    p_noise = np.mean(noise**2)
-    if p_noise == 0:
-        raise ValueError("the noise is silent")
-    mixed = clean + noise * np.sqrt(p_clean / (p_noise * 10 ** (snr_db / 10)))
+    # The gain is the training augmenter's, so evaluation noise and training noise mean the same SNR.
+    mixed = augment.mix_at_snr(
+        torch.from_numpy(clean)[None].double(), torch.from_numpy(noise)[None].double(), torch.tensor([float(snr_db)])
+    )[0].numpy()
     peak = np.abs(mixed).max()
     if peak > 0.99:
         mixed *= 0.99 / peak
