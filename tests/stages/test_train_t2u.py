@@ -236,7 +236,8 @@ def test_two_processes_train_over_gloo(tmp_path: Path) -> None:
 # -- the bundled toy corpus: dv prepare -> dv extract-units --features mfcc -> dv cluster --k 100 ----------
 
 TOY = Path(__file__).resolve().parents[2] / "examples" / "toy"
-TOY_RECIPE = Path(__file__).resolve().parents[2] / "examples" / "train_t2u_toy.yaml"
+TOY_RECIPE = TOY / "train_t2u_tiny.yaml"
+LIBRITTS_RECIPE = TOY.parent / "libritts" / "train_t2u.yaml"
 #: The recipe's one training speaker: MFCC units follow the voice, not only the words (see the slow test).
 TOY_SPEAKER = "flite_slt"
 
@@ -249,6 +250,8 @@ def _toy_config(manifest: Path, units: Path, out: Path, **values: object) -> Tra
 def test_shipped_toy_recipe_is_a_valid_config() -> None:
     config = _toy_config(Path("m"), Path("u"), Path("o"))
     assert config.speakers == [TOY_SPEAKER] and config.size == "tiny" and config.dropout == 0.0
+    paper = load_config(TrainT2UConfig, LIBRITTS_RECIPE, values={"manifest": "m", "units": "u", "out": "o"})
+    assert paper.steps > 0 and paper.lr is not None and paper.lr < 1e-3  # fine-tuning a pretrained model
 
 
 @pytest.fixture(scope="module")
