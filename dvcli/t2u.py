@@ -38,6 +38,7 @@ import torch
 from dvcli.atomic import write_json
 from dvcli.errors import UserError, path_error
 from dvcli.text import normalize_text
+from dvcli.units import deduplicate
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,6 @@ MASKED_BIAS = -1e4
 def unit_token(unit: int) -> str:
     """The token string of unit ``unit`` (``<u17>``)."""
     return f"<u{unit}>"
-
-
-def collapse_runs(units: Sequence[int]) -> list[int]:
-    """Deduplicate a unit sequence: ``[5, 5, 5, 2, 2, 5]`` -> ``[5, 2, 5]`` (what train-joint reads)."""
-    return [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
 
 
 # -- the unit vocabulary --------------------------------------------------------------------------
@@ -441,4 +437,4 @@ class TextToUnit:
             generation_config=generation,
         )  # (B, 1 + generated): the decoder start token, then units and </s>/padding
         sequences = [self.vocab.units_of(row[1:].tolist()) for row in out.cpu()]
-        return [collapse_runs(s) if self.vocab.dedup else s for s in sequences]
+        return [deduplicate(s)[0] if self.vocab.dedup else s for s in sequences]

@@ -1,7 +1,8 @@
 """Training pairs for text-to-unit: manifest text matched with units, split by sentence, batched.
 
 The units come from ``dv cluster`` (``units.tsv`` of frame-level units, 50 per second for HuBERT)
-or any ``units.tsv``; the k-means folder's ``meta.json`` says how many units there are. Runs of a
+or any ``units.tsv``, read by :func:`dvcli.units.read_unit_source`; the k-means folder's
+``meta.json`` says how many units there are. Runs of a
 repeated unit are collapsed here (``dedup``) whatever the file holds, so the model always learns the
 sequences that train-joint consumes.
 """
@@ -9,36 +10,22 @@ sequences that train-joint consumes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 
-from dvcli.errors import UserError, path_error
-from dvcli.manifest import Utterance, read_units
-from dvcli.t2u import UnitVocab, collapse_runs
+from dvcli.errors import path_error
+from dvcli.manifest import Utterance
+from dvcli.t2u import UnitVocab, unreadable_characters
 from dvcli.text import normalize_text
+from dvcli.units import UnitSource, deduplicate
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-
-
-@dataclasses.dataclass
-class UnitSource:
-    """A units file and what its folder says about it."""
-
-    path: Path  # the units.tsv read
-    units: dict[str, list[int]]  # utterance id -> frame-level (or already collapsed) units
-    k: int | None  # unit vocabulary size from meta.json / config.yaml, when recorded
-    frame_rate: float | None  # unit frames per second, when recorded
-    kmeans_sha256: str | None  # sha256 of centroids.npy beside the units, when present
 
 
 @dataclasses.dataclass
@@ -59,46 +46,7 @@ class PairCounts:
     empty_text: int = 0  # no text, or nothing left after normalisation: skipped
     empty_units: int = 0  # a units line with no units: skipped
     other_speakers: int = 0  # held-out speakers, or not among the requested speakers
-
-
-def read_unit_source(path: str | Path) -> UnitSource:
-    """Read ``units.tsv`` (or a ``dv cluster`` folder holding one) and its folder's metadata.
-
-    Raises:
-        UserError: missing or malformed units file.
-    """
-    path = Path(path)
-    file = path / "units.tsv" if path.is_dir() else path
-    units = read_units(file)
-    folder = file.parent
-    meta = _read_mapping(folder / "meta.json", json.loads)
-    config = _read_mapping(folder / "config.yaml", yaml.safe_load)
-    k = _first(int, meta, config, keys=("k", "n_clusters", "num_clusters", "clusters", "num_units"))
-    frame_rate = _first(float, meta, config, keys=("frame_rate", "frames_per_second", "fps"))
-    centroids = folder / "centroids.npy"
-    sha = hashlib.sha256(centroids.read_bytes()).hexdigest() if centroids.is_file() else None
-    return UnitSource(path=file, units=units, k=k, frame_rate=frame_rate, kmeans_sha256=sha)
-
-
-def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = parse(path.read_text(encoding="utf-8"))
-    except Exception:  # a foreign or broken side file only costs us the metadata
-        log.warning("could not read %s; ignoring it", path)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _first(cast: Any, *mappings: dict[str, Any], keys: Sequence[str]) -> Any:
-    for mapping in mappings:
-        for node in (mapping, mapping.get("kmeans") if isinstance(mapping.get("kmeans"), dict) else {}):
-            for key in keys:
-                value = node.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return cast(value)
-    return None
+    unreadable_text: int = 0  # used rows that lost characters the normaliser cannot read (warned)
 
 
 def pair_examples(
@@ -113,6 +61,7 @@ def pair_examples(
 
     Rows of ``heldout`` speakers (the ``split`` column) are left for evaluation; with ``speakers``
     only those speakers are used. Rows with empty text or empty units are skipped and counted.
+    Characters the normaliser cannot read (Cyrillic, emoji...) are dropped with one warning.
 
     Raises:
         UserError: a used row has no units (names the first such id), or no pair is left.
@@ -120,6 +69,7 @@ def pair_examples(
     counts = PairCounts()
     examples: list[Example] = []
     wanted = set(speakers)
+    dropped: list[str] = []
     for row in rows:
         if row.split == "heldout" or (wanted and row.speaker not in wanted):
             counts.other_speakers += 1
@@ -136,12 +86,19 @@ def pair_examples(
             )
         units = source.units[row.id]
         if dedup:
-            units = collapse_runs(units)
+            units = deduplicate(units)[0]
         if not units:
             counts.empty_units += 1
             continue
+        unreadable = unreadable_characters(row.text)
+        if unreadable:
+            counts.unreadable_text += 1
+            dropped += unreadable
         examples.append(Example(row.id, row.speaker, text, units))
     counts.used = len(examples)
+    if dropped:
+        log.warning("%s: dropped characters the English normaliser cannot read from %d row(s): %r",
+                    manifest, counts.unreadable_text, "".join(dict.fromkeys(dropped))[:20])
     if wanted and not any(row.speaker in wanted for row in rows):
         raise path_error(manifest, f"none of the speakers {sorted(wanted)} is in the manifest", "check --set speakers")
     if not examples:

@@ -46,12 +46,12 @@ from dvcli.t2u_data import (
     collate,
     generation_caps,
     pair_examples,
-    read_unit_source,
     split_by_sentence,
     unit_vocabulary_size,
 )
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
 from dvcli.training import CheckpointManager, restore_rng, warmup_cosine
+from dvcli.units import read_unit_source
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,7 @@ def run(config: TrainT2UConfig) -> TrainT2UResult:
             skipped_empty_text=counts.empty_text,
             skipped_empty_units=counts.empty_units,
             skipped_other_speakers=counts.other_speakers,
+            rows_with_unreadable_characters=counts.unreadable_text,
             steps=report["steps"],
             parameters=report["parameters"],
             train_seconds=round(report["seconds"], 1),

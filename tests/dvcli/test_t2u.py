@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +18,23 @@ from dvcli.t2u import (
     TextToUnit,
     UnitLoss,
     UnitVocab,
-    collapse_runs,
     mbart_config,
     restrict_output,
     set_generation_defaults,
     unreadable_characters,
 )
-from dvcli.t2u_data import (
-    UnitSource,
-    collate,
-    pair_examples,
-    read_unit_source,
-    split_by_sentence,
-    unit_vocabulary_size,
-)
+from dvcli.t2u_data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
 from dvcli.t2u_tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
 from dvcli.testing import make_sentences, make_t2u_data, pseudo_units
 from dvcli.text import normalize_text
-
-
-def test_collapse_runs() -> None:
-    assert collapse_runs([5, 5, 5, 2, 2, 5, 7, 7]) == [5, 2, 5, 7]
-    assert collapse_runs([]) == [] and collapse_runs([3]) == [3]
+from dvcli.units import UnitSource, deduplicate, read_unit_source
 
 
 def test_pseudo_units_are_deterministic_with_runs_and_realistic_lengths() -> None:
     text = "The quiet river waits behind the old stone bridge."
     units = pseudo_units(text, k=50)
     assert units == pseudo_units(text, k=50)
-    dedup = collapse_runs(units)
+    dedup, _ = deduplicate(units)
     assert len(units) > len(dedup)  # frame-level runs, as 50 Hz units have
     assert all(a != b for a, b in zip(dedup, dedup[1:]))
     assert 1.5 * len(normalize_text(text)) < len(dedup) < 2 * len(normalize_text(text))
@@ -156,11 +145,14 @@ def _rows(texts: list[str], speakers: list[str] | None = None, splits: list[str]
             for i, (t, s, p) in enumerate(zip(texts, speakers, splits))]
 
 
-def test_pairing_skips_and_counts_and_names_the_first_missing_id() -> None:
-    rows = _rows(["one two", "", "  ?! ", "three", "four", "five"], splits=["", "", "", "", "heldout", ""])
+def test_pairing_skips_and_counts_and_names_the_first_missing_id(caplog: pytest.LogCaptureFixture) -> None:
+    rows = _rows(["one two", "", "  ?! ", "three", "four", "five 😀 мир"], splits=["", "", "", "", "heldout", ""])
     source = UnitSource(Path("units.tsv"), {"u0": [1, 1, 2], "u3": [], "u4": [5], "u5": [3]}, 10, 50.0, None)
-    examples, counts = pair_examples(rows, source, manifest=Path("m.tsv"))
+    with caplog.at_level(logging.WARNING, logger="dvcli"):
+        examples, counts = pair_examples(rows, source, manifest=Path("m.tsv"))
     assert [e.id for e in examples] == ["u0", "u5"] and examples[0].units == [1, 2]
+    assert examples[1].text == "five"  # unreadable characters dropped...
+    assert "cannot read from 1 row(s): '😀мир'" in caplog.text  # ...with a warning
     assert (counts.empty_text, counts.empty_units, counts.other_speakers, counts.used) == (2, 1, 1, 2)
     assert pair_examples(rows, source, manifest=Path("m.tsv"), dedup=False)[0][0].units == [1, 1, 2]
     del source.units["u0"]
