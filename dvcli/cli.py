@@ -16,7 +16,18 @@ import typer
 from typer.core import TyperGroup
 
 from dvcli import __version__
-from dvcli.commands import cluster, demo, evaluate, extract_units, pending, prepare, pretrain_speaker, train_joint
+from dvcli.commands import (
+    cluster,
+    demo,
+    evaluate,
+    extract_units,
+    pending,
+    prepare,
+    pretrain_speaker,
+    synthesize,
+    train_joint,
+    train_t2u,
+)
 from dvcli.errors import EXIT_USER_ERROR, UserError
 from dvcli.logs import setup_logging
 
@@ -108,7 +119,18 @@ def main_options(
     setup_logging(verbosity)
 
 
-for _module in (prepare, extract_units, cluster, pretrain_speaker, train_joint, pending, evaluate, demo):
+for _module in (
+    prepare,
+    extract_units,
+    cluster,
+    pretrain_speaker,
+    train_joint,
+    train_t2u,
+    pending,
+    synthesize,
+    evaluate,
+    demo,
+):
     app.add_typer(_module.app)
 
 

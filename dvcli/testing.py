@@ -104,3 +104,146 @@ def make_manifest(root: str | Path, speakers: int = 4, utterances: int = 3, **kw
     rows = make_corpus(root / "corpus", speakers, utterances, **kwargs)  # type: ignore[arg-type]
     write_manifest(root / "manifest.tsv", rows)
     return root / "manifest.tsv"
+
+
+def pseudo_units(text: str, k: int = 100) -> list[int]:
+    """Frame-level stand-in units for ``text``, for testing text-to-unit without audio.
+
+    Deterministic and learnable like real units: each normalised character gives one (space) or two
+    (letters) units that depend on it and on the character before (a crude coarticulation), each
+    repeated for 1-3 frames as 50 Hz units are; neighbouring units always differ, so collapsing
+    runs leaves about 1.8 units per character (a 40-character sentence gives ~70 units).
+    """
+    import zlib
+
+    from dvcli.text import normalize_text
+
+    units: list[int] = []
+    previous = " "
+    for char in normalize_text(text):
+        for part in range(1 if char == " " else 2):
+            code = zlib.crc32(f"{previous}{char}{part}".encode())
+            unit = code % k
+            if units and unit == units[-1]:
+                unit = (unit + 1) % k
+            units += [unit] * (1 + (code >> 16) % 3)
+        previous = char
+    return units
+
+
+#: Words for made-up test sentences (the toy corpus's own sentences are not needed for t2u tests).
+WORDS = (
+    "the a small red old quiet bright cold green heavy soft warm fox dog ship river stone house "
+    "garden window letter bridge candle morning evening winter market road field jumps runs sails "
+    "waits falls sings opens carries finds keeps over under near behind across through beside with"
+).split()
+
+
+def make_sentences(count: int, *, words: tuple[int, int] = (6, 9), seed: int = 0) -> list[str]:
+    """``count`` distinct made-up sentences of ``words`` words, capitalised and with a full stop."""
+    rng = np.random.default_rng(seed)
+    sentences: list[str] = []
+    while len(sentences) < count:
+        n = int(rng.integers(words[0], words[1] + 1))
+        sentence = " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), n)).capitalize() + "."
+        if sentence not in sentences:
+            sentences.append(sentence)
+    return sentences
+
+
+def make_t2u_data(
+    root: str | Path, sentences: Sequence[str], speakers: int = 1, *, k: int = 100
+) -> tuple[Path, Path]:
+    """A text-only manifest (every speaker reads every sentence; audio paths are placeholders) and a
+    ``units.tsv`` of :func:`pseudo_units` with a ``meta.json`` giving ``k``, as ``dv cluster`` writes.
+
+    Returns ``(manifest_path, units_folder)``.
+    """
+    import json
+
+    from dvcli.manifest import write_units
+
+    root = Path(root)
+    rows = [
+        Utterance(f"spk{s}_{i:03d}", root / "audio" / f"spk{s}_{i:03d}.wav", f"spk{s}", 3.0, text)
+        for s in range(speakers)
+        for i, text in enumerate(sentences)
+    ]
+    write_manifest(root / "manifest.tsv", rows)
+    units = root / "units"
+    units.mkdir(parents=True, exist_ok=True)
+    write_units(units / "units.tsv", {r.id: pseudo_units(r.text, k) for r in rows})
+    (units / "meta.json").write_text(json.dumps({"stage": "cluster", "k": k, "frame_rate": 50.0}), encoding="utf-8")
+    return root / "manifest.tsv", units
+
+
+def make_joint_model(
+    folder: str | Path, *, k: int = 50, seed: int = 0, embedding: int = 16, kmeans_sha256: str | None = None
+) -> Path:
+    """A randomly initialised tiny joint model (``VitsConfig.tiny`` + ``CAMPPlusConfig.tiny``) saved as
+    ``dv train-joint`` saves one; returns ``folder``. Same arguments, same file."""
+    import torch
+
+    from dvcli.joint import MODEL_FILE, UnitInfo, save_joint
+    from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+    from dvcli.models.vits import VitsConfig, VitsGenerator
+
+    folder = Path(folder)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        generator = VitsGenerator(VitsConfig.tiny(n_units=k, speaker_embedding_dim=embedding))
+        encoder = CAMPPlus(CAMPPlusConfig.tiny(embedding_size=embedding))
+    finally:
+        torch.random.set_rng_state(state)
+    save_joint(folder / MODEL_FILE, generator, encoder, UnitInfo(k=k, frame_rate=50.0, kmeans_sha256=kmeans_sha256))
+    return folder
+
+
+def make_t2u_model(
+    folder: str | Path,
+    *,
+    k: int = 50,
+    seed: int = 0,
+    units_per_token: float = 1.0,
+    kmeans_sha256: str | None = None,
+) -> Path:
+    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.TextToUnit`
+    loads: a SentencePiece tokenizer trained on :func:`make_sentences`, unit tokens, a 1-layer mBART.
+
+    Its output is gibberish of a fixed length (``units_per_token`` per source token + 4): enough to
+    test everything around it in seconds. Returns ``folder``.
+    """
+    import torch
+    from transformers import MBartForConditionalGeneration
+
+    from dvcli.t2u import T2UArch, UnitVocab, mbart_config, restrict_output, set_generation_defaults
+    from dvcli.t2u_tokenizer import add_unit_tokens, train_text_tokenizer
+    from dvcli.text import normalize_text
+
+    folder = Path(folder)
+    tokenizer, _ = train_text_tokenizer([normalize_text(s) for s in make_sentences(30, seed=seed)], 80, seed=seed)
+    offset = add_unit_tokens(tokenizer, k)
+    vocab = UnitVocab(k=k, offset=offset, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                      frame_rate=50.0, kmeans_sha256=kmeans_sha256, units_per_token=units_per_token, extra_units=4)
+    arch = T2UArch(d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32, max_positions=256)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = MBartForConditionalGeneration(mbart_config(arch, len(tokenizer), dropout=0.0, pad_id=vocab.pad_id,
+                                                           eos_id=vocab.eos_id, bos_id=tokenizer.bos_token_id or 0))
+        with torch.no_grad():  # large random weights: varied units rather than one repeated (and collapsed)
+            for parameter in model.parameters():
+                if parameter.dim() > 1:
+                    parameter.normal_(0.0, 1.0)
+    finally:
+        torch.random.set_rng_state(state)
+    restrict_output(model, vocab)
+    with torch.no_grad():
+        model.final_logits_bias[:, vocab.eos_id] = -50.0  # never stop early: every output runs to the cap
+    set_generation_defaults(model, vocab, beams=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    vocab.save(folder)
+    return folder

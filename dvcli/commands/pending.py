@@ -12,20 +12,7 @@ from dvcli.commands.common import PENDING_SETTINGS, not_landed
 app = typer.Typer()
 
 #: command -> (issue number, what it does, help text with an example)
-PENDING: dict[str, tuple[int, str, str]] = {
-    "train-t2u": (
-        6,
-        "text-to-unit training",
-        "Train the mBART text-to-unit model on the manifest's text and the units.\n\n"
-        "Example: dv train-t2u data/manifest.tsv --units data/km/units.tsv -o runs/t2u",
-    ),
-    "synthesize": (
-        7,
-        "zero-shot synthesis",
-        "Clone a voice from one reference clip.\n\n"
-        'Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text "Hello there." -o out.wav',
-    ),
-}
+PENDING: dict[str, tuple[int, str, str]] = {}
 
 
 def _register(name: str, issue: int, what: str, help_text: str) -> None:

@@ -227,11 +227,17 @@ class StochasticDurationPredictor(nn.Module):
         g: torch.Tensor | None = None,
         noise_scale: float = 1.0,
         rng: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample ``log d`` per token: ``(B, 1, N)`` (masked)."""
+        """Sample ``log d`` per token: ``(B, 1, N)`` (masked).
+
+        ``noise`` ``(B, 2, N)``, when given, replaces the standard-normal draw (still scaled by
+        ``noise_scale``): exported inference graphs take their randomness as an input.
+        """
         x = self._condition(h, x_mask, g)
-        z = torch.randn((h.shape[0], 2, h.shape[2]), generator=rng, device=h.device, dtype=h.dtype)
-        z, _ = _run(self.reverse_flows(), z * noise_scale, x_mask, x, reverse=True)
+        if noise is None:
+            noise = torch.randn((h.shape[0], 2, h.shape[2]), generator=rng, device=h.device, dtype=h.dtype)
+        z, _ = _run(self.reverse_flows(), noise * noise_scale, x_mask, x, reverse=True)
         return z[:, :1] * x_mask
 
 
@@ -257,8 +263,9 @@ class DurationPredictor(nn.Module):
         g: torch.Tensor | None = None,
         noise_scale: float = 1.0,
         rng: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predicted ``log d``: ``(B, 1, N)``. ``noise_scale`` and ``rng`` are accepted and ignored."""
+        """Predicted ``log d``: ``(B, 1, N)``. ``noise_scale``, ``rng`` and ``noise`` are accepted and ignored."""
         x = h.detach()
         if g is not None and self.cond is not None:
             x = x + self.cond(g.detach())

@@ -1,0 +1,71 @@
+"""``dv train-t2u``: manifest text + units -> an mBART text-to-unit model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from stages import train_t2u as stage
+
+app = typer.Typer()
+
+
+@app.command("train-t2u")
+def train_t2u(
+    manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder); its text column is the input.")],
+    units: Annotated[
+        Path, typer.Option("--units", help="units.tsv, or the dv cluster folder holding it (its meta.json gives k).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (a Hugging Face model folder).", file_okay=False)],
+    size: Annotated[Optional[str], typer.Option("--size", help="tiny | base: architecture from scratch (default tiny).")] = None,
+    init: Annotated[
+        Optional[Path],
+        typer.Option("--init", help="Pretrained mBART folder (e.g. mbart-large-cc25): its tokenizer and weights.",
+                     file_okay=False),
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps in all (default 3000).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences per step and process (default 32).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: by size; 5e-5 with --init).")] = None,
+    dedup: Annotated[
+        Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse runs of repeated units (default on).")
+    ] = None,
+    beams: Annotated[Optional[int], typer.Option("--beams", help="Beam width for evaluation (default 5).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Training processes, one per GPU (default 1).")] = None,
+    resume: Annotated[
+        Optional[bool], typer.Option("--resume", help="Continue from OUT.partial/ or OUT/checkpoints.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Train the mBART text-to-unit model on a manifest's text and the units of its audio.
+
+    OUT is a Hugging Face folder (plain MBartForConditionalGeneration.from_pretrained loads it) with unit_vocab.json, metrics.tsv (unit error rate per checkpoint, training and held-out sentences) and TensorBoard logs.
+
+    Example: dv train-t2u data/manifest.tsv --units data/km -o runs/t2u
+    """
+    cfg = stage_config(
+        stage.TrainT2UConfig,
+        config,
+        set_,
+        manifest=manifest,
+        units=units,
+        out=out,
+        size=size,
+        init=init,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        dedup=dedup,
+        beams=beams,
+        gpus=gpus,
+        resume=resume,
+        device=device,
+        seed=seed,
+    )
+    result = stage.run(cfg)
+    print_summary("dv train-t2u", result.summary())
