@@ -21,7 +21,9 @@ import os
 import pickle
 import random
 import socket
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,27 +81,40 @@ def launch(fn: Callable[..., Any], nprocs: int = 1, *args: Any, device: str = "a
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     failure: Exception | None = None
-    try:
-        mp.start_processes(
-            _worker, args=(fn, args, nprocs, base.type, port, queue), nprocs=nprocs, join=True, start_method="spawn"
-        )
-    except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
-        failure = err
-    messages = []
-    while not queue.empty():
-        messages.append(queue.get())
-    # A user's mistake on any rank wins over the errors it caused on the others.
-    for status, value in messages:
-        if status == "user_error":
-            raise UserError(value)
-    if failure is not None:
-        raise RuntimeError(f"a training process failed: {failure}") from None
-    results = [pickle.loads(value) for status, value in messages if status == "ok"]
-    return results[0] if results else None
+    with tempfile.TemporaryDirectory(prefix="dv-launch-") as scratch:
+        # Rank 0's result goes through a file: a pipe holds ~64 KiB, and a worker blocked writing a
+        # bigger result into it would never exit, while the parent reads only after they all exit.
+        result_file = Path(scratch) / "result.pkl"
+        try:
+            mp.start_processes(
+                _worker,
+                args=(fn, args, nprocs, base.type, port, queue, result_file),
+                nprocs=nprocs,
+                join=True,
+                start_method="spawn",
+            )
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
+            failure = err
+        errors = []
+        while not queue.empty():
+            errors.append(queue.get())
+        # A user's mistake on any rank wins over the errors it caused on the others.
+        if errors:
+            raise UserError(errors[0])
+        if failure is not None:
+            raise RuntimeError(f"a training process failed: {failure}") from None
+        return pickle.loads(result_file.read_bytes()) if result_file.is_file() else None
 
 
 def _worker(
-    local_rank: int, fn: Callable[..., Any], args: tuple, world: int, device_type: str, port: int, queue: Any
+    local_rank: int,
+    fn: Callable[..., Any],
+    args: tuple,
+    world: int,
+    device_type: str,
+    port: int,
+    queue: Any,
+    result_file: Path,
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device(f"cuda:{local_rank}") if device_type == "cuda" else torch.device("cpu")
@@ -113,11 +128,11 @@ def _worker(
     try:
         result = fn(info, *args)
         if info.is_main:
-            # Plain pickle bytes: tensors sent through the queue itself would be shared by file
+            # Plain pickle bytes: tensors pickled by torch's multiprocessing would be shared by file
             # descriptor, which disappears with this process.
-            queue.put(("ok", pickle.dumps(result)))
+            result_file.write_bytes(pickle.dumps(result))
     except UserError as err:
-        queue.put(("user_error", str(err)))
+        queue.put(str(err))
         raise SystemExit(2) from None
     finally:
         _leave()

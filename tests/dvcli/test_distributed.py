@@ -43,6 +43,16 @@ def test_two_gloo_processes_match_one_process() -> None:
     torch.testing.assert_close(double["weight"], single["weight"])
 
 
+def _big_result(info: DistInfo) -> dict:
+    return {"weights": torch.arange(1_000_000, dtype=torch.float32), "rank": info.rank}
+
+
+def test_a_result_bigger_than_a_pipe_comes_back() -> None:
+    # 4 MB: a worker writing this into a pipe nobody reads until it exits would hang forever.
+    result = launch(_big_result, 2, device="cpu")
+    assert result["rank"] == 0 and torch.equal(result["weights"], torch.arange(1_000_000, dtype=torch.float32))
+
+
 def test_user_error_in_a_worker_reaches_the_caller() -> None:
     with pytest.raises(UserError, match="broken on rank 1"):
         launch(_fail, 2, device="cpu")
