@@ -15,11 +15,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dvcli.atomic import is_dv_output
 from dvcli.config import StageConfig, load_config
 from dvcli.errors import UserError
 from dvcli.logs import console
-from stages import cluster, evaluate, evaluate_refs, extract_units, prepare, pretrain_speaker, train_joint
+from stages import (
+    cluster,
+    evaluate,
+    evaluate_refs,
+    extract_units,
+    prepare,
+    pretrain_speaker,
+    synthesize,
+    train_joint,
+    train_t2u,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +53,12 @@ class DemoConfig(StageConfig):
     k: int = 100  # content units (k-means clusters)
     speaker_steps: int = 300  # CAM++ pretraining steps (examples/pretrain_speaker_tiny.yaml)
     joint_steps: tuple[int, int] | None = None  # train-joint phase 1 and 2 steps; None = examples/toy/train_joint_tiny.yaml's
+    t2u_steps: int | None = None  # train-t2u steps; None = examples/toy/train_t2u_tiny.yaml's
     tests_per_speaker: int = 2  # test sentences per held-out speaker, each from a clean and a 0 dB reference
     snr: float = 0.0  # SNR (dB) of the noisy references
-    max_ground_truth: int = 8  # real held-out recordings scored as the ground-truth row
+    max_clips: int = 8  # clips scored per system (the ground-truth row: the first N held-out recordings)
     metrics: list[str] = dataclasses.field(default_factory=lambda: ["cer", "secs", "dnsmos"])  # evaluated
+    threads: int = 1  # torch threads: the demo's tiny models run fastest on one, and far slower on a busy CPU
 
 
 @dataclasses.dataclass
@@ -90,6 +104,7 @@ def run(config: DemoConfig) -> DemoResult:
     corpus = Path(config.corpus)
     if not corpus.is_dir():
         raise UserError(f"{corpus}: toy corpus not found (run from a dv checkout or pass --corpus)")
+    torch.set_num_threads(config.threads)
     start = time.perf_counter()
     records: dict[str, StageRecord] = {}
     rerun = config.force
@@ -115,7 +130,8 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
     out = Path(config.out)
     common = {"seed": config.seed, "device": config.device}
     data, feats, units = out / "data", out / "feats", out / "units"
-    speaker, joint, refs, report = out / "speaker", out / "joint", out / "refs", out / "report"
+    speaker, joint, t2u = out / "speaker", out / "joint", out / "t2u"
+    refs, synth, report = out / "refs", out / "synth", out / "report"
     manifest = data / "manifest.tsv"
 
     def speaker_config() -> pretrain_speaker.PretrainSpeakerConfig:
@@ -137,6 +153,20 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             values={"manifest": manifest, "units": units, "speaker": speaker, "out": joint, **steps, **common},
         )
 
+    def t2u_config() -> train_t2u.TrainT2UConfig:
+        steps = {"steps": config.t2u_steps} if config.t2u_steps is not None else {}
+        return load_config(
+            train_t2u.TrainT2UConfig,
+            EXAMPLES / "toy" / "train_t2u_tiny.yaml",
+            values={"manifest": manifest, "units": units, "out": t2u, **steps, **common},
+        )
+
+    def evaluate_config() -> evaluate.EvaluateConfig:
+        return evaluate.EvaluateConfig(
+            systems=[synth], names=["dino-vits"], ground_truth=manifest, split="heldout", out=report,
+            metrics=list(config.metrics), max_clips=config.max_clips, **common,
+        )
+
     return [
         _Stage("prepare", data, lambda: prepare.run(prepare.PrepareConfig(source=config.corpus, out=data, **common)),
                lambda r: f"{r.summary().get('utterances', '')} utterances", shown=manifest),
@@ -148,9 +178,17 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             lambda r: f"{r.k} units, inertia {r.inertia:.1f}", shown=units / "units.tsv"),
         _Stage("pretrain-speaker", speaker, lambda: pretrain_speaker.run(speaker_config()), _speaker_headline),
         _Stage("train-joint", joint, lambda: train_joint.run(joint_config()), _joint_headline),
+        _Stage("train-t2u", t2u, lambda: train_t2u.run(t2u_config()),
+               lambda r: f"unit error rate on training sentences {100 * r.train_uer:.1f}%"),
         _Stage("evaluate refs", refs, lambda: evaluate_refs.run(evaluate_refs.RefsConfig(
             manifest=manifest, out=refs, per_speaker=config.tests_per_speaker, snrs=[config.snr], **common)),
             lambda r: f"{r.speakers} held-out speakers, {r.rows} references", shown=refs / evaluate_refs.BATCH_FILE),
+        _Stage("synthesize", synth, lambda: synthesize.run(synthesize.SynthesizeConfig(
+            model=joint, t2u=t2u, batch=refs / evaluate_refs.BATCH_FILE, out=synth, **common)),
+            lambda r: f"{r.clips} clips, {r.seconds:.1f} s of audio, real-time factor {r.rtf:.2f} ({r.backend})",
+            shown=synth / "synth.tsv"),
+        _Stage("evaluate", report, lambda: evaluate.run(evaluate_config()), _evaluate_headline,
+               shown=report / "report.md"),
     ]
 
 
