@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from dvcli.cli import COMMAND_ORDER, app
-from dvcli.commands.pending import PENDING
 from dvcli.testing import make_corpus
 
 runner = CliRunner()
@@ -29,13 +28,6 @@ def test_every_command_is_listed_and_has_help_with_an_example() -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("dv ")
-
-
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_pending_stages_exit_2_with_one_line(command: str) -> None:
-    result = runner.invoke(app, [command, "whatever", "--set", "a=b"])
-    assert result.exit_code == 2
-    assert result.stderr.strip().count("\n") == 0 and "not available yet" in result.stderr
 
 
 def test_prepare_writes_manifest_and_summary(tmp_path: Path) -> None:

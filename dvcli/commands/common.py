@@ -66,13 +66,3 @@ def print_summary(title: str, rows: Mapping[str, Any]) -> None:
     for key, value in rows.items():
         table.add_row(str(key), str(value))
     console.print(table)
-
-
-def not_landed(command: str, issue: int, what: str) -> None:
-    """Exit 2 for a stage whose implementation has not landed yet."""
-    typer.echo(f"dv {command}: not available yet ({what} lands with issue #{issue})", err=True)
-    raise typer.Exit(code=2)
-
-
-#: For commands that are not implemented yet: accept any arguments, so the one-line message shows.
-PENDING_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
