@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
+from dvcli.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,23 @@ class CheckpointManager:
         if restore_rng_state and "rng" in state:
             restore_rng(state["rng"])
         return state
+
+
+def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the latest in ``work/checkpoints`` (an interrupted
+    run), else in ``out/checkpoints`` (a finished run trained further); None without ``resume``.
+
+    Raises:
+        UserError: ``resume`` but no checkpoint in either place.
+    """
+    if not resume:
+        return None
+    for folder in (work / "checkpoints", out / "checkpoints"):
+        latest = CheckpointManager(folder, kind=kind).latest()
+        if latest is not None:
+            log.info("resuming from %s", latest)
+            return latest
+    raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
 
 
 def capture_rng() -> dict[str, Any]:

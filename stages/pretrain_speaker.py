@@ -44,7 +44,7 @@ from dvcli.runtime import resolve_device
 from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
 from dvcli.speaker_data import SpeakerCrops
 from dvcli.speaker_eval import evaluate_trials, export_embeddings, make_trials, read_trials, results_table, write_results, write_trials
-from dvcli.training import CheckpointManager, grad_norm, step_generator, warmup_cosine
+from dvcli.training import CheckpointManager, grad_norm, resume_point, step_generator, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         "%d training speakers, %d training / %d seen-evaluation utterances, %d utterances of %d held-out speakers",
         len(split.speakers), len(split.train), len(split.seen), len(split.unseen), len({u.speaker for u in split.unseen}),
     )
-    resume_from = _resume_point(config, out, work)
+    resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
     trials = read_trials(Path(config.trials), {u.id: u for u in utterances}) if config.trials else None
@@ -259,17 +259,6 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
         raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
     if config.init is not None and not Path(config.init).is_file():
         raise UserError(f"{config.init}: --init checkpoint not found")
-
-
-def _resume_point(config: PretrainSpeakerConfig, out: Path, work: Path) -> Path | None:
-    if not config.resume:
-        return None
-    for folder in (work / "checkpoints", out / "checkpoints"):
-        latest = CheckpointManager(folder, kind=TRAIN_KIND).latest()
-        if latest is not None:
-            log.info("resuming from %s", latest)
-            return latest
-    raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
 
 
 def _model_config(config: PretrainSpeakerConfig) -> CAMPPlusConfig:

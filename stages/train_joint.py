@@ -49,7 +49,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import load_speaker_encoder
-from dvcli.training import CheckpointManager
+from dvcli.training import CheckpointManager, resume_point
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     """
     out, work = Path(config.out), work_folder(Path(config.out))
     _check_settings(config, out)
-    resume_from = _resume_point(config, out, work)
+    resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
     plan = make_plan(config, resume_from)
@@ -276,19 +276,6 @@ def _check_settings(config: TrainJointConfig, out: Path) -> None:
     for name in ("log_every", "sample_every", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be >= 1")
-
-
-def _resume_point(config: TrainJointConfig, out: Path, work: Path) -> Path | None:
-    if not config.resume:
-        return None
-    for folder in (work / "checkpoints", out / "checkpoints"):
-        latest = CheckpointManager(folder, kind=TRAIN_KIND).latest()
-        if latest is not None:
-            log.info("resuming from %s", latest)
-            return latest
-    raise UserError(
-        f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)"
-    )
 
 
 def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan:
