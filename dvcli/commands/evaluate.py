@@ -48,6 +48,9 @@ GroundTruth = Annotated[
     typer.Option("--ground-truth", exists=True, help="A manifest whose real recordings are scored as 'ground truth'."),
 ]
 Split = Annotated[Optional[str], typer.Option(help="With manifests: keep only this split (e.g. heldout).")]
+NoiseFolder = Annotated[
+    Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
+]
 MaxClips = Annotated[Optional[int], typer.Option(help="Use at most N clips per system (0 = all).")]
 
 
@@ -138,9 +141,7 @@ def speaker(
     snrs: Annotated[
         Optional[str], typer.Option(help="Noisy conditions: SNRs in dB, comma-separated (default 0,5,10; '' = none).")
     ] = None,
-    noise: Annotated[
-        Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
-    ] = None,
+    noise: NoiseFolder = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,
@@ -180,9 +181,7 @@ def refs(
     snrs: Annotated[
         Optional[str], typer.Option(help="A noisy condition per SNR in dB, comma-separated (default 0; '' = none).")
     ] = None,
-    noise: Annotated[
-        Optional[Path], typer.Option(exists=True, file_okay=False, help="Folder of noise clips (default: white noise).")
-    ] = None,
+    noise: NoiseFolder = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     seed: SeedOption = None,
