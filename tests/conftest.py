@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
-# Test models are tiny: one thread is faster than two fighting over the cores (and than thread
-# pools contending with other processes on a shared machine).
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Every test on one torch thread, restored afterwards (stages under test may set their own).
+
+    Test models are tiny: one thread is faster than two fighting over the cores, and on a shared,
+    busy two-core machine OpenMP barriers made two threads 5-20x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

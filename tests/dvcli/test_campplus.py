@@ -13,16 +13,6 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig, CAMLayer, config_fro
 from dvcli.speaker import export_onnx, load_speaker_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny inputs: OpenMP synchronisation costs more than a second thread gains (badly so when
-    # other jobs share the cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _bn(table: dict, prefix: str, channels: int, affine: bool = True) -> None:
     if affine:
         table[f"{prefix}.weight"] = (channels,)

@@ -15,16 +15,6 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny inputs: OpenMP synchronisation costs more than a second thread gains (badly so when
-    # other jobs share the cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def encoder() -> CAMPPlus:
     torch.manual_seed(0)

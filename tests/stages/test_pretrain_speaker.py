@@ -24,16 +24,6 @@ from stages.pretrain_speaker import PretrainSpeakerConfig, run, work_folder
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: OpenMP synchronisation costs more than a second thread gains (badly so when
-    # other jobs share the cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("speakers")

@@ -27,15 +27,6 @@ runner = CliRunner()
 K = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: a second OpenMP thread costs more than it gains on a shared two-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _write_units(manifest: Path, folder: Path, seed: int = 0) -> Path:
     """Random 50 Hz units (runs of 1-4 frames) for every utterance, in a dv cluster-like folder."""
     rng = random.Random(seed)
