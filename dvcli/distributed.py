@@ -8,7 +8,8 @@
   processes talking over gloo, which is how the tests exercise DDP without a GPU);
 - otherwise: directly, with no process group.
 
-Rank 0's return value comes back to the caller. A :class:`~dvcli.errors.UserError` in any worker
+Rank 0's return value comes back to the caller; under torchrun the other ranks exit (status 0) once
+``fn`` returns, so only rank 0 goes on to write a stage's outputs. A :class:`~dvcli.errors.UserError` in any worker
 comes back as a UserError, so the CLI still prints one line and exits 2.
 """
 
@@ -69,9 +70,13 @@ def launch(fn: Callable[..., Any], nprocs: int = 1, *args: Any, device: str = "a
     if under_torchrun():
         info = _join_from_env(device)
         try:
-            return fn(info, *args)
+            result = fn(info, *args)
         finally:
             _leave()
+        if not info.is_main:
+            # Only rank 0 goes on to write the stage's outputs; this process's share is done.
+            raise SystemExit(0)
+        return result
     if nprocs <= 1:
         return fn(DistInfo(device=resolve_device(device)), *args)
     base = resolve_device(device)

@@ -49,7 +49,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import load_speaker_encoder
-from dvcli.training import CheckpointManager, resume_point
+from dvcli.training import resume_point
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -194,12 +194,6 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     trained = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
     seconds = time.perf_counter() - started
 
-    if "generator" not in trained:  # several processes: the weights are in the last checkpoint
-        last = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
-        state = load_checkpoint(last, kind=TRAIN_KIND)
-        trained["generator"] = state["trainer"]["generator"]
-        prefix = "frontend.encoder."
-        trained["encoder"] = {k[len(prefix) :]: v for k, v in state["student"].items() if k.startswith(prefix)}
     generator = VitsGenerator(VitsConfig(**plan.vits))
     generator.load_state_dict(trained["generator"])
     encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))

@@ -46,8 +46,8 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
     """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``.
 
     Returns:
-        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and in a single
-        process the final ``generator`` and ``encoder`` state dicts (on the CPU).
+        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and the final
+        ``generator`` and ``encoder`` state dicts (on the CPU).
     """
     threads = torch.get_num_threads()
     if config.threads > 0 and info.device.type == "cpu":
@@ -236,13 +236,12 @@ def _train(
                     break
     if writer is not None:
         writer.close()
-    result: dict[str, Any] = {"history": history, "step": step}
-    if not info.distributed:
-        # Spawned workers hand their result back through a pipe that is only drained after they
-        # exit, so weights travel that way only in-process; otherwise they come from the checkpoint.
-        result["generator"] = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-        result["encoder"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    return result
+    return {
+        "history": history,
+        "step": step,
+        "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+    }
 
 
 def _log_window(window: list[dict[str, float]], step: int, writer: Any) -> dict[str, float]:

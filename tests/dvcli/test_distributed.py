@@ -92,6 +92,8 @@ def test_torchrun_environment_is_honoured(tmp_path) -> None:
         "    if info.is_main:\n"
         f"        open({str(tmp_path / 'out.txt')!r}, 'w').write(f'{{info.world_size}} {{total.item()}}')\n"
         "launch(fn, 8, device='cpu')\n"  # nprocs is ignored under torchrun
+        # what a stage does after training (write its outputs) must happen on rank 0 only
+        f"open({str(tmp_path / 'after.txt')!r}, 'a').write('written\\n')\n"
     )
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
@@ -101,3 +103,4 @@ def test_torchrun_environment_is_honoured(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.txt").read_text() == "2 3.0"
+    assert (tmp_path / "after.txt").read_text() == "written\n"
