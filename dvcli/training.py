@@ -94,6 +94,16 @@ def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | No
     raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
 
 
+def summary_writer(work: Path, *, purge_step: int | None = None) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``work/tensorboard`` (rank 0 of a training stage).
+
+    ``purge_step`` drops the events an interrupted run logged after its last checkpoint.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    return SummaryWriter(str(work / "tensorboard"), purge_step=purge_step)
+
+
 def capture_rng() -> dict[str, Any]:
     """The global RNG states (Python, NumPy, torch CPU and CUDA) as checkpoint-safe tensors and lists."""
     np_state = np.random.get_state()

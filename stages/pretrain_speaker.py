@@ -17,6 +17,7 @@ Outputs (``OUT/``): ``campplus.pt`` (the encoder + its config, for the later sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -44,7 +45,14 @@ from dvcli.runtime import resolve_device
 from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
 from dvcli.speaker_data import SpeakerCrops
 from dvcli.speaker_eval import evaluate_trials, export_embeddings, make_trials, read_trials, results_table, write_results, write_trials
-from dvcli.training import CheckpointManager, grad_norm, resume_point, step_generator, warmup_cosine
+from dvcli.training import (
+    CheckpointManager,
+    grad_norm,
+    resume_point,
+    step_generator,
+    summary_writer,
+    warmup_cosine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +223,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     table = results_table(results, titles)
     log.info("speaker verification:\n%s", table)
     if (work / "tensorboard").is_dir():
-        writer = _summary_writer(work)
+        writer = summary_writer(work)
         for name, row in results.items():
             for condition, result in row.items():
                 writer.add_scalar(f"eer/{name}/{condition.replace(' ', '')}", result.eer, config.steps)
@@ -338,12 +346,12 @@ def _train(
         crops, batch_size=None, sampler=range(start, config.steps), num_workers=config.workers,
         pin_memory=device.type == "cuda",
     )
-    writer = _summary_writer(work) if info.is_main else None
+    writer = summary_writer(work) if info.is_main else None
     ramp = (int(config.margin_ramp[0] * config.steps), int(config.margin_ramp[1] * config.steps))
     use_amp = config.amp and device.type == "cuda"
     window: list[tuple[float, float]] = []
     model.train()
-    with progress() if info.is_main else _nothing() as bar:
+    with progress() if info.is_main else contextlib.nullcontext() as bar:
         task = bar.add_task("training CAM++", total=config.steps, completed=start) if bar else None
         for step, (wavs, labels) in zip(range(start, config.steps), loader):
             gen = step_generator(config.seed ^ _AUGMENT_STREAM, step, info.rank, device=device)
@@ -384,19 +392,3 @@ def _train(
     if writer is not None:
         writer.close()
     return history
-
-
-def _summary_writer(work: Path) -> Any:
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-
-    return SummaryWriter(str(work / "tensorboard"))
-
-
-class _nothing:
-    """A stand-in for the progress bar on processes other than rank 0."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

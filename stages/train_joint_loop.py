@@ -8,6 +8,7 @@ its own generator so creating it does not consume the global RNG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -29,7 +30,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.speaker import SpeakerFrontend
-from dvcli.training import CheckpointManager, grad_norm, step_generator
+from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
 from stages.train_joint import TRAIN_KIND
 
 if TYPE_CHECKING:
@@ -133,14 +134,14 @@ def _train(
         persistent_workers=False,
     )
     augmenter = Augmenter(config.augment, speech=[e.audio for e in plan.examples[:500]])
-    writer = _summary_writer(work) if info.is_main else None
+    writer = summary_writer(work) if info.is_main else None
     total = config.steps
     phase, student_module = None, student
     window: list[dict[str, float]] = []
     step, started, steps_done = start, time.perf_counter(), 0
     crop = int(config.crop_seconds * SPEAKER_RATE)
 
-    with progress() if info.is_main else _Nothing() as bar:
+    with progress() if info.is_main else contextlib.nullcontext() as bar:
         task = bar.add_task("joint training", total=total, completed=start) if bar else None
         while step < total:
             epoch, offset = divmod(step, per_epoch)
@@ -309,19 +310,3 @@ def _log_samples(
         )
     finally:
         generator.train(was_training)
-
-
-def _summary_writer(work: Path) -> Any:
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-
-    return SummaryWriter(str(work / "tensorboard"))
-
-
-class _Nothing:
-    """A stand-in for the progress bar on processes other than rank 0."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

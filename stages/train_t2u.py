@@ -12,6 +12,7 @@ one. ``--resume`` continues from ``OUT.partial/`` (an interrupted run) or ``OUT/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -50,7 +51,7 @@ from dvcli.t2u_data import (
     unit_vocabulary_size,
 )
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
-from dvcli.training import CheckpointManager, restore_rng, warmup_cosine
+from dvcli.training import CheckpointManager, restore_rng, summary_writer, warmup_cosine
 from dvcli.units import read_unit_source
 
 log = logging.getLogger(__name__)
@@ -413,10 +414,10 @@ def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
     )
     per_epoch = len(sampler)
     autocast = _autocast(config.precision, info.device)
-    writer = _tensorboard(job.work, step) if info.is_main else None
+    writer = summary_writer(job.work, purge_step=step if step else None) if info.is_main else None
     started = time.perf_counter()
     model.train()
-    with progress() if info.is_main else _nothing() as bar:
+    with progress() if info.is_main else contextlib.nullcontext() as bar:
         task = bar.add_task("training text-to-unit", total=config.steps, completed=step) if bar else None
         while step < config.steps:
             epoch, skip = divmod(step, per_epoch)
@@ -515,27 +516,8 @@ def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
 
 
 def _autocast(precision: str, device: torch.device) -> Any:
-    import contextlib
-
     if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _tensorboard(work: Path, step: int) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
-
-    # purge_step drops the events an interrupted run logged after its last checkpoint.
-    return SummaryWriter(str(work / "tensorboard"), purge_step=step if step else None)
-
-
-class _nothing:
-    """Stand-in for the progress bar on ranks other than 0."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
