@@ -45,6 +45,14 @@ DeviceOption = Annotated[
 SeedOption = Annotated[
     Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel="Common")
 ]
+GpusOption = Annotated[
+    Optional[int],
+    typer.Option("--gpus", help="Data-parallel processes on this machine, one per GPU (torchrun overrides; default 1)."),
+]
+ResumeOption = Annotated[
+    Optional[bool],
+    typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT from its latest checkpoint."),
+]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)]
 
 

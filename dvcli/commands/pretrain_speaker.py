@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    GpusOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    stage_config,
+)
 from dvcli.logs import console
 from stages import pretrain_speaker as stage
 
@@ -29,8 +38,8 @@ def pretrain_speaker(
     ] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="campplus (default) | tiny (small CAM++ for CPU demos).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (0 = evaluate --init only).")] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Data-parallel processes on this machine.")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT.")] = None,
+    gpus: GpusOption = None,
+    resume: ResumeOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,

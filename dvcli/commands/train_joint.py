@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    GpusOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    stage_config,
+)
 from stages import train_joint as stage
 
 app = typer.Typer()
@@ -48,12 +57,8 @@ def train_joint(
     dedup: Annotated[
         bool | None, typer.Option("--dedup/--no-dedup", help="Collapse repeated units (default) or keep one per frame.")
     ] = None,
-    gpus: Annotated[
-        int | None, typer.Option("--gpus", help="Data-parallel processes on this machine (torchrun overrides).")
-    ] = None,
-    resume: Annotated[
-        bool | None, typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT.")
-    ] = None,
+    gpus: GpusOption = None,
+    resume: ResumeOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,

@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    GpusOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    stage_config,
+)
 from stages import train_t2u as stage
 
 app = typer.Typer()
@@ -33,10 +42,8 @@ def train_t2u(
         Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse runs of repeated units (default on).")
     ] = None,
     beams: Annotated[Optional[int], typer.Option("--beams", help="Beam width for evaluation (default 5).")] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Training processes, one per GPU (default 1).")] = None,
-    resume: Annotated[
-        Optional[bool], typer.Option("--resume", help="Continue from OUT.partial/ or OUT/checkpoints.")
-    ] = None,
+    gpus: GpusOption = None,
+    resume: ResumeOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,
