@@ -15,10 +15,6 @@ import torch
 
 from dvcli import augment
 from dvcli.audio import load_audio
-from dvcli.errors import UserError
-
-NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-
 
 def mix_at_snr(
     clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator | None = None
@@ -65,11 +61,7 @@ class NoiseSource:
     def __init__(self, folder: Path | None = None, seed: int = 0) -> None:
         self.files: Sequence[Path] = []
         if folder is not None:
-            self.files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in NOISE_SUFFIXES)
-            if not self.files:
-                raise UserError(
-                    f"{folder}: no noise audio found ({', '.join(NOISE_SUFFIXES)}); give a folder of noise clips"
-                )
+            self.files = augment.find_audio(Path(folder))
         self.name = "noise" if self.files else "white"
         self._rng = random.Random(seed)
         self._cache: dict[Path, np.ndarray] = {}
