@@ -77,6 +77,11 @@ class CheckpointManager:
         return state
 
 
+def work_folder(out: Path) -> Path:
+    """Where an unfinished training run keeps its checkpoints and logs: ``OUT.partial`` beside ``OUT``."""
+    return out.with_name(out.name + ".partial")
+
+
 def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | None:
     """The checkpoint ``--resume`` continues from: the latest in ``work/checkpoints`` (an interrupted
     run), else in ``out/checkpoints`` (a finished run trained further); None without ``resume``.

@@ -52,6 +52,7 @@ from dvcli.training import (
     step_generator,
     summary_writer,
     warmup_cosine,
+    work_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -166,11 +167,6 @@ class SpeakerClassifier(nn.Module):
 
 
 # -- the stage ------------------------------------------------------------------------------------
-
-
-def work_folder(out: Path) -> Path:
-    """Where an unfinished run keeps its checkpoints and logs: ``OUT.partial``."""
-    return out.with_name(out.name + ".partial")
 
 
 def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:

@@ -49,7 +49,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import load_speaker_encoder
-from dvcli.training import resume_point
+from dvcli.training import resume_point, work_folder
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -152,11 +152,6 @@ class Plan:
     vits: dict[str, Any]  # VitsConfig as a dict
     speaker_init: dict[str, Any]  # {"model": state dict, "model_config": dict}
     units: UnitInfo
-
-
-def work_folder(out: Path) -> Path:
-    """Where an unfinished run keeps its checkpoints and logs: ``OUT.partial``."""
-    return out.with_name(out.name + ".partial")
 
 
 # -- the stage ------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from dvcli.t2u_data import (
     unit_vocabulary_size,
 )
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
-from dvcli.training import CheckpointManager, restore_rng, summary_writer, warmup_cosine
+from dvcli.training import CheckpointManager, restore_rng, summary_writer, warmup_cosine, work_folder
 from dvcli.units import read_unit_source
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,6 @@ class _Job:
     valid_sources: list[list[int]]
     valid_units: list[list[int]]
     resume: bool
-
-
-def work_folder(out: Path) -> Path:
-    """Where an unfinished run keeps its checkpoints: ``OUT.partial`` beside ``OUT``."""
-    return out.with_name(out.name + ".partial")
 
 
 def run(config: TrainT2UConfig) -> TrainT2UResult:
