@@ -23,7 +23,6 @@ Use :class:`TextToUnit` for inference::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -189,22 +188,65 @@ def restrict_output(model: torch.nn.Module, vocab: UnitVocab) -> None:
         bias[:, ~keep] = MASKED_BIAS
 
 
-def set_generation_defaults(model: torch.nn.Module, vocab: UnitVocab, beams: int = 5) -> None:
-    """A generation config that makes plain ``model.generate`` produce unit sequences."""
+def decoding_config(vocab: UnitVocab, beams: int, max_length: int) -> Any:
+    """Every setting of unit decoding, spelled out: a ``transformers.GenerationConfig``.
+
+    ``generate`` fills each setting left unset from the model folder's ``generation_config.json``
+    (a pretrained mBART given to ``--init`` carries its own) and then from transformers' global
+    defaults, which change between releases; nothing here is left to either.
+
+    The search is fairseq's and transformers' length-normalised beam search (score = sum of log
+    probabilities / length, ``length_penalty`` 1) that stops once no running beam can beat the
+    finished ones (``early_stopping=False``). Not ``early_stopping=True``: that stops as soon as
+    ``beams`` hypotheses have ended, however poor, before the best running beam reaches ``</s>``.
+    On a toy model it cut a 51-unit answer to 30 (unit error 10.6% with 2 beams, 0% greedy).
+
+    Args:
+        vocab: the model's :class:`UnitVocab` (start, end and padding tokens).
+        beams: beam width (1 = greedy search).
+        max_length: decoder length limit, counting the decoder start token.
+    """
     from transformers import GenerationConfig
 
+    return GenerationConfig(
+        decoder_start_token_id=vocab.eos_id,  # mBART starts decoding from </s>
+        eos_token_id=vocab.eos_id,
+        pad_token_id=vocab.pad_id,
+        num_beams=beams,
+        do_sample=False,
+        early_stopping=False,
+        length_penalty=1.0,
+        num_return_sequences=1,
+        max_length=max_length,
+        min_length=0,  # at least one unit: _LengthCap
+        no_repeat_ngram_size=0,
+        encoder_no_repeat_ngram_size=0,
+        repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        bad_words_ids=None,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
+        exponential_decay_length_penalty=None,
+        remove_invalid_values=False,
+        renormalize_logits=False,
+        use_cache=True,
+        output_scores=False,
+        return_dict_in_generate=False,
+    )
+
+
+def set_generation_defaults(model: torch.nn.Module, vocab: UnitVocab, beams: int = 5) -> None:
+    """Make plain ``model.generate`` (and the saved ``generation_config.json``) decode units.
+
+    The model's own config loses the generation settings a pretrained mBART brings
+    (``forced_bos_token_id``, ...); see :func:`decoding_config` for the rest.
+    """
     model.config.decoder_start_token_id = vocab.eos_id
     model.config.forced_bos_token_id = None
     model.config.forced_eos_token_id = None
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=vocab.eos_id,
-        eos_token_id=vocab.eos_id,
-        pad_token_id=vocab.pad_id,
-        bos_token_id=model.config.bos_token_id,
-        num_beams=beams,
-        max_length=model.config.max_position_embeddings,
-        early_stopping=beams > 1,  # transformers refuses the flag for greedy search
-    )
+    model.generation_config = decoding_config(vocab, beams, model.config.max_position_embeddings)
 
 
 def quiet_transformers() -> None:
@@ -348,6 +390,9 @@ class TextToUnit:
         if model.config.vocab_size < vocab.offset + vocab.k:
             raise path_error(folder, f"model has {model.config.vocab_size} tokens, {UNIT_VOCAB_FILE} needs "
                              f"{vocab.offset + vocab.k}", "the folder mixes files of two runs; retrain")
+        # generate() fills settings left unset from model.generation_config: make that ours too, not the
+        # folder's generation_config.json (which --init copies from a pretrained mBART).
+        set_generation_defaults(model, vocab, beams=model.generation_config.num_beams or 1)
         return cls(model.to(device).eval(), tokenizer, vocab)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -426,10 +471,8 @@ class TextToUnit:
             mask[row, : len(seq)] = 1
         ceiling = self.model.config.max_position_embeddings - 1
         limits = torch.tensor([min(self.vocab.max_units(len(s)), ceiling) for s in sources])
-        generation = copy.deepcopy(self.model.generation_config)
         # max_length counts the decoder start token; +1 leaves room for </s> after the longest allowed.
-        generation.update(num_beams=beams, do_sample=False, max_length=int(limits.max()) + 2,
-                          early_stopping=beams > 1)
+        generation = decoding_config(self.vocab, beams, max_length=int(limits.max()) + 2)
         out = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),

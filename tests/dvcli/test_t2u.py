@@ -25,7 +25,7 @@ from dvcli.t2u import (
 )
 from dvcli.t2u_data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
 from dvcli.t2u_tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
-from dvcli.testing import make_sentences, make_t2u_data, pseudo_units
+from dvcli.testing import make_sentences, make_t2u_data, make_t2u_model, pseudo_units
 from dvcli.text import normalize_text
 from dvcli.units import UnitSource, deduplicate, read_unit_source
 
@@ -130,6 +130,37 @@ def test_beam_search_respects_the_length_cap_and_never_returns_nothing() -> None
             assert all(0 <= u < vocab.k for u in units)
     # Batching and sorting do not change what each sentence gets.
     assert t2u.units_from_tokens(sources, beams=3, batch_size=1) == t2u.units_from_tokens(sources, beams=3)
+
+
+def test_decoding_ignores_the_folders_generation_settings(tmp_path: Path) -> None:
+    """Settings a folder's generation_config.json carries (a pretrained mBART brings its own) and
+    transformers' defaults do not reach dv's decoding: every search setting is explicit."""
+    folder = make_t2u_model(tmp_path / "t2u", units_per_token=1.5)
+    texts = ["the quiet river", "a small fox jumps over the bridge"]
+    expected = {beams: TextToUnit.load(folder).units(texts, beams=beams) for beams in (1, 4)}
+    settings = json.loads((folder / "generation_config.json").read_text())
+    settings.update(early_stopping=True, length_penalty=-3.0, no_repeat_ngram_size=1, repetition_penalty=9.0,
+                    forced_bos_token_id=settings["eos_token_id"] + 7, min_length=40, num_beams=3)
+    (folder / "generation_config.json").write_text(json.dumps(settings))
+    t2u = TextToUnit.load(folder)
+    assert t2u.model.generation_config.no_repeat_ngram_size == 0
+    for beams, units in expected.items():
+        assert t2u.units(texts, beams=beams) == units
+    # The check has teeth: the same settings, left in place, change the output.
+    t2u.model.generation_config.update(no_repeat_ngram_size=1, forced_bos_token_id=settings["forced_bos_token_id"])
+    from transformers import GenerationConfig
+
+    plain = t2u.model.generate(input_ids=torch.tensor(t2u.encode(texts[:1])), generation_config=GenerationConfig(
+        num_beams=1, max_length=30, decoder_start_token_id=t2u.vocab.eos_id))
+    assert t2u.vocab.units_of(plain[0, 1:].tolist()) != expected[1][0][: plain.shape[1] - 1]
+
+
+def test_decoding_config_stops_beam_search_by_score_not_by_count() -> None:
+    from dvcli.t2u import decoding_config
+
+    config = decoding_config(UnitVocab(k=12, offset=30, eos_id=2, pad_id=1), beams=5, max_length=40)
+    assert (config.num_beams, config.early_stopping, config.length_penalty, config.do_sample) == (5, False, 1.0, False)
+    assert (config.decoder_start_token_id, config.eos_token_id, config.pad_token_id) == (2, 2, 1)
 
 
 def test_unreadable_characters() -> None:

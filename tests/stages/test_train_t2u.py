@@ -286,8 +286,12 @@ def test_tiny_learns_a_few_toy_sentences(toy_units: tuple[Path, Path], tmp_path:
     first, last = float(metrics[0][2]), float(metrics[-1][2])
     assert result.train_uer == last < 0.10 < first, metrics
     references = _toy_references(manifest, units, TOY_SPEAKER)
-    hyps = TextToUnit.load(result.out).units([r.text for r in rows], beams=5)
-    assert error_rate([references[r.text] for r in rows], hyps) < 0.10
+    t2u = TextToUnit.load(result.out)
+    # Every beam width finds what greedy search finds. With early_stopping=True (stop once `beams`
+    # hypotheses end) 2 beams cut one 51-unit answer to 30: 10.6% here, 18.8% on another install.
+    for beams in (1, 2, 3, 5, 8):
+        hyps = t2u.units([r.text for r in rows], beams=beams)
+        assert error_rate([references[r.text] for r in rows], hyps) < 0.05, beams
 
 
 @pytest.mark.slow  # 2-3 minutes on one thread; the README quotes its numbers
