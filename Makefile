@@ -1,22 +1,40 @@
 # Two commands on a fresh machine (python3 + pip, nothing else):
 #   make demo   - install into .venv if needed, then run the whole pipeline on the toy corpus
 #   make test   - install into .venv if needed, then run the test suite
+# and one for maintainers:
+#   make lock   - re-resolve every dependency into constraints.txt (after editing pyproject.toml's
+#                 dependencies, or to take newer releases on purpose; then run make test)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dv-installed
 EXTRAS ?= dev,eval
+# Every install reads the lock through PIP_CONSTRAINT, so pip's isolated build environment
+# (setuptools for the editable install) is held to it as well as the packages themselves.
+LOCK := constraints.txt
+PIP := PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(PY) -m pip --disable-pip-version-check
+# The lock's resolver (uv's, run from its own venv so it never enters .venv) and its settings:
+# one universal lock (markers per platform and Python) from the lowest supported Python.
+UV_VERSION := 0.13.9
+LOCK_VENV := .venv-lock
+LOCK_PYTHON := 3.10
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
 	# resemblyzer (SECS) without its declared dependencies: see the eval extra in pyproject.toml.
-	case ',$(EXTRAS),' in *,eval,*) $(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'resemblyzer==0.1.4';; esac
+	case ',$(EXTRAS),' in *,eval,*) $(PIP) install --quiet --no-deps 'resemblyzer==0.1.4';; esac
 	touch $(STAMP)
+
+lock:
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'; }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --all-extras --universal \
+		--python-version $(LOCK_PYTHON) --custom-compile-command 'make lock' --quiet -o $(LOCK)
 
 demo: $(STAMP)
 	$(VENV)/bin/dv demo -o demo

@@ -1,6 +1,6 @@
 """``python -m dvcli`` is the same as ``dv``."""
 
-from dvcli.cli import main
+from dvcli.entry import main
 
 if __name__ == "__main__":
     main()

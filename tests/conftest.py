@@ -24,3 +24,12 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A broken install stops the run with one line, not an import error in every test file."""
+    from dvcli.entry import import_failure
+
+    failure = import_failure()
+    if failure is not None:
+        pytest.exit(failure, returncode=3)
