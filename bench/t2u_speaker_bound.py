@@ -24,35 +24,53 @@ from dvcli.text import normalize_text
 from dvcli.units import deduplicate, read_unit_source
 
 
+def readings_by_sentence(manifest: Path, units: dict[str, list[int]]) -> dict[str, dict[str, list[int]]]:
+    """``{normalised sentence: {speaker: deduplicated units}}`` over the speakers not marked heldout."""
+    readings: dict[str, dict[str, list[int]]] = collections.defaultdict(dict)
+    for row in read_manifest(manifest):
+        if row.split != "heldout" and row.id in units and normalize_text(row.text):
+            readings[normalize_text(row.text)][row.speaker] = deduplicate(units[row.id])[0]
+    return readings
+
+
+def medoid_uer(readings: dict[str, dict[str, list[int]]], group: tuple[str, ...]) -> float:
+    """The unit error rate of answering each sentence with the group's medoid reading (a bound)."""
+    errors = reference = 0
+    for by_speaker in readings.values():
+        seqs = [by_speaker[s] for s in group if s in by_speaker]
+        if len(seqs) < len(group):
+            continue  # only sentences that every speaker of the group read
+        errors += min(sum(edit_distance(r, h) for r in seqs) for h in seqs)
+        reference += sum(len(r) for r in seqs)
+    return errors / max(1, reference)
+
+
+def bounds(readings: dict[str, dict[str, list[int]]]) -> dict[str, object]:
+    """Closest and farthest speaker pair, and the all-speaker medoid bound."""
+    speakers = sorted({s for by_speaker in readings.values() for s in by_speaker})
+    pairs = sorted((medoid_uer(readings, pair), pair) for pair in itertools.combinations(speakers, 2))
+    return {
+        "sentences": len(readings),
+        "speakers": speakers,
+        "closest_pair": (pairs[0][1], pairs[0][0]) if pairs else None,
+        "farthest_pair": (pairs[-1][1], pairs[-1][0]) if pairs else None,
+        "all_speakers_medoid": medoid_uer(readings, tuple(speakers)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path)
     parser.add_argument("units", type=Path, help="units.tsv or a dv cluster folder")
     args = parser.parse_args()
-    units = read_unit_source(args.units).units
-    readings: dict[str, dict[str, list[int]]] = collections.defaultdict(dict)
-    for row in read_manifest(args.manifest):
-        if row.split != "heldout" and row.id in units and normalize_text(row.text):
-            readings[normalize_text(row.text)][row.speaker] = deduplicate(units[row.id])[0]
-    speakers = sorted({s for by_speaker in readings.values() for s in by_speaker})
-
-    def medoid_uer(group: tuple[str, ...]) -> float:
-        errors = reference = 0
-        for by_speaker in readings.values():
-            seqs = [by_speaker[s] for s in group if s in by_speaker]
-            if len(seqs) < len(group):
-                continue  # only sentences that every speaker of the group read
-            errors += min(sum(edit_distance(r, h) for r in seqs) for h in seqs)
-            reference += sum(len(r) for r in seqs)
-        return errors / max(1, reference)
-
-    pairs = sorted((medoid_uer(pair), pair) for pair in itertools.combinations(speakers, 2))
-    print(f"{len(readings)} sentences, {len(speakers)} speakers")
+    found = bounds(readings_by_sentence(args.manifest, read_unit_source(args.units).units))
+    print(f"{found['sentences']} sentences, {len(found['speakers'])} speakers")
     print("one speaker: 0% (a model can memorise every sentence)")
-    if pairs:
-        print(f"two speakers, lowest possible UER: {100 * pairs[0][0]:.1f}% (closest pair {pairs[0][1]}), "
-              f"{100 * pairs[-1][0]:.1f}% (farthest pair {pairs[-1][1]})")
-        print(f"all {len(speakers)} speakers, medoid answer: {100 * medoid_uer(tuple(speakers)):.1f}%")
+    if found["closest_pair"]:
+        (near, near_uer), (far, far_uer) = found["closest_pair"], found["farthest_pair"]
+        print(f"two speakers, lowest possible UER: {100 * near_uer:.1f}% (closest pair {near}), "
+              f"{100 * far_uer:.1f}% (farthest pair {far})")
+        print(f"all {len(found['speakers'])} speakers, medoid answer: {100 * found['all_speakers_medoid']:.1f}%")
 
 
 if __name__ == "__main__":

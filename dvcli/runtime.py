@@ -17,6 +17,17 @@ from dvcli.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def cache_root() -> Path:
+    """dv's cache folder: ``$DV_CACHE``, else ``$XDG_CACHE_HOME/dv``, else ``~/.cache/dv``.
+
+    Holds what dv derives once and reuses (ONNX exports, the assembled packaged Whisper model);
+    deleting it only costs the time to derive them again.
+    """
+    import os
+
+    return Path(os.environ.get("DV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dv")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda|cuda:N`` into a :class:`torch.device`.
 

@@ -32,6 +32,7 @@ from dvcli.errors import path_error
 from dvcli.features.fbank import KaldiFbank
 from dvcli.joint import JointModel
 from dvcli.models.vits import VitsConfig
+from dvcli.runtime import cache_root
 from dvcli.synthesis import VitsDecoder, VitsPrior
 
 log = logging.getLogger(__name__)
@@ -168,14 +169,12 @@ def cache_folder(model_file: Path) -> Path:
     """Where the graphs of ``model_file`` are cached: ``$DV_CACHE`` (default ``$XDG_CACHE_HOME/dv`` or
     ``~/.cache/dv``) ``/onnx/<sha256 of the file>-v<EXPORT_VERSION>``."""
     import hashlib
-    import os
 
     digest = hashlib.sha256()
     with open(model_file, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
-    root = os.environ.get("DV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dv"
-    return Path(root) / "onnx" / f"{digest.hexdigest()[:24]}-v{EXPORT_VERSION}"
+    return cache_root() / "onnx" / f"{digest.hexdigest()[:24]}-v{EXPORT_VERSION}"
 
 
 class OnnxBackend:

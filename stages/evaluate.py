@@ -32,7 +32,7 @@ from dvcli.atomic import write_json
 from dvcli.audio import audio_info, load_audio
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
-from dvcli.evaluation.asr import POCKETSPHINX, load_asr, score_transcript
+from dvcli.evaluation.asr import AUTO, load_asr, score_transcript
 from dvcli.evaluation.clips import Clip, condition_order, gather_clips, system_order
 from dvcli.evaluation.dnsmos import load_dnsmos
 from dvcli.evaluation.report import Group, Metric, long_markdown, plot_bars, summarize, table1_markdown
@@ -76,7 +76,7 @@ class EvaluateConfig(StageConfig):
     ground_truth: Path | None = None  # a manifest whose real recordings are scored as the 'ground truth' system
     split: str = ""  # with ground_truth: keep only this split (e.g. heldout)
     metrics: list[MetricName] = dataclasses.field(default_factory=lambda: ["cer", "secs", "dnsmos"])  # what to measure
-    asr: str = POCKETSPHINX  # 'pocketsphinx' or a local Whisper checkpoint folder
+    asr: str = AUTO  # auto (whisper-base when installed, else pocketsphinx), whisper-base, pocketsphinx, or a Whisper folder
     verifier: str = RESEMBLYZER  # 'resemblyzer' or a CAM++ / joint checkpoint (SECS)
     target_manifest: Path | None = (
         None  # clean utterances of the target speakers: adds SECS against each speaker's centroid

@@ -52,8 +52,9 @@ class ExtractUnitsConfig(StageConfig):
 
     manifest: Path  # manifest.tsv (or its folder)
     out: Path  # output folder: feature shards + index.tsv (+ units.tsv with kmeans)
-    features: Literal["hubert", "mfcc"] = "hubert"  # HuBERT layer, or weight-free MFCC + deltas
-    checkpoint: Path | None = None  # HuBERT: fairseq .pt or Hugging Face folder (required for hubert)
+    features: Literal["hubert", "mfcc", "whisper"] = "hubert"  # HuBERT layer, MFCC + deltas, or Whisper encoder
+    checkpoint: Path | None = None  # HuBERT: fairseq .pt or HF folder (required); whisper: a CTranslate2 folder (default: packaged base)
+    whisper_window: Literal["full", "trim"] = "full"  # whisper: pad every piece to 30 s, or encode it at its own length
     layer: int = 6  # HuBERT transformer layer, 1-based (fairseq's output_layer)
     normalize: bool | None = None  # layer-norm each waveform first; None = as the checkpoint says
     kmeans: Path | None = None  # label frames with these centroids (cluster folder, .npy or km.bin)
@@ -143,6 +144,10 @@ def build_extractor(config: ExtractUnitsConfig) -> FeatureExtractor:
         from dvcli.features.mfcc import MfccFeatures
 
         return MfccFeatures()
+    if config.features == "whisper":
+        from dvcli.features.whisper import WhisperEncoderFeatures
+
+        return WhisperEncoderFeatures(config.checkpoint, resolve_device(config.device), window=config.whisper_window)
     if config.checkpoint is None:
         raise UserError(
             "--features hubert needs --checkpoint (a fairseq .pt or a Hugging Face folder), or use --features mfcc"
@@ -217,6 +222,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
 
     order = sorted(utterances, key=lambda u: -u.duration)  # long first: similar lengths share a batch
     chunk_frames = max(1, round(config.chunk_seconds * extractor.frame_rate))
+    chunk_frames = min(chunk_frames, getattr(extractor, "max_frames", chunk_frames))  # Whisper reads <= 30 s
     budget = int(config.batch_seconds * extractor.sample_rate)
     out = Path(config.out)
     skipped: list[tuple[str, str]] = []
@@ -224,7 +230,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     frames_done = 0
     start = time.perf_counter()
     inputs: dict[str, Any] = {"manifest": Path(config.manifest).resolve()}
-    if config.checkpoint is not None and config.features == "hubert":
+    if config.checkpoint is not None and config.features in ("hubert", "whisper"):
         inputs["checkpoint"] = Path(config.checkpoint).resolve()
     if config.kmeans is not None:
         inputs["kmeans"] = Path(config.kmeans).resolve()

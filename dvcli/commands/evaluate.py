@@ -76,7 +76,8 @@ def run(
     split: Split = None,
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated: cer,secs,dnsmos (default all).")] = None,
     asr: Annotated[
-        Optional[str], typer.Option(help="'pocketsphinx' (default) or a local Whisper checkpoint folder.")
+        Optional[str], typer.Option(help="CER recogniser: 'auto' (default: 'whisper-base' when installed, else 'pocketsphinx'), "
+                                   "'whisper-base', 'pocketsphinx', or a local Whisper folder (CTranslate2 or Hugging Face).")
     ] = None,
     verifier: Annotated[
         Optional[str], typer.Option(help="SECS verifier: 'resemblyzer' (default) or a CAM++ checkpoint.")

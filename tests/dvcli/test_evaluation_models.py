@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from dvcli.audio import load_audio
 from dvcli.checkpoint import save_checkpoint
 from dvcli.errors import UserError
-from dvcli.evaluation.asr import Whisper, load_asr, score_transcript
+from dvcli.evaluation.asr import FasterWhisper, Whisper, load_asr, score_transcript
 from dvcli.evaluation.verifiers import (
     CampplusVerifier,
     cosine,
@@ -35,6 +36,50 @@ def test_pocketsphinx_recognises_the_shipped_speech_clip() -> None:
     # The same words score far worse against another sentence: the CER measures the speech.
     assert score_transcript("The birch canoe slid on the smooth planks.", heard).cer > 0.6
     assert asr.transcribe(np.zeros(8000, np.float32)) == ""
+
+
+@pytest.fixture(scope="module")
+def whisper_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged Whisper base, assembled into a cache of the test's own."""
+    from dvcli import whisper_base
+
+    if not whisper_base.is_installed():
+        pytest.skip("the eval extra (Whisper base packages) is not installed")
+    cache = tmp_path_factory.mktemp("dv-cache")
+    whisper_base.whisper_base_folder(cache)
+    return cache
+
+
+def test_whisper_base_is_the_default_and_reads_the_shipped_clip(
+    whisper_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DV_CACHE", str(whisper_cache))
+    load_asr.cache_clear()
+    asr = load_asr("auto")
+    assert asr.name == "whisper-base" and isinstance(asr, FasterWhisper)
+    heard = asr.transcribe(load_audio(DATA / "please_call_me_back.flac").numpy())
+    assert score_transcript(SPOKEN, heard).cer <= 0.05, heard  # pocketsphinx: < 0.5
+    assert score_transcript("The birch canoe slid on the smooth planks.", heard).cer > 0.6
+    assert asr.transcribe(np.zeros(16000, np.float32)) == ""
+    assert asr.transcribe(load_audio(DATA / "please_call_me_back.flac").numpy()) == heard  # repeatable
+    # The same model as a folder: a CTranslate2 folder goes to faster-whisper, not transformers.
+    folder = load_asr(str(whisper_cache / "whisper-base-ct2"))
+    assert isinstance(folder, FasterWhisper) and folder.name == "whisper-ct2:whisper-base-ct2"
+    load_asr.cache_clear()
+
+
+def test_auto_falls_back_to_pocketsphinx_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("pocketsphinx")
+    from dvcli import whisper_base
+
+    monkeypatch.setattr(whisper_base, "is_installed", lambda: False)
+    load_asr.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="dvcli"):
+        assert load_asr("auto").name == "pocketsphinx"
+    assert "much weaker" in caplog.text and "[eval]" in caplog.text
+    load_asr.cache_clear()
 
 
 def _tiny_whisper(folder: Path) -> None:
@@ -92,7 +137,7 @@ def test_whisper_loads_from_a_local_folder_and_returns_plain_text(tmp_path: Path
     assert isinstance(text, str) and "<|" not in text  # special tokens stripped
     with pytest.raises(UserError, match="not a Whisper checkpoint folder"):
         Whisper(tmp_path, torch.device("cpu"))
-    with pytest.raises(UserError, match="neither 'pocketsphinx' nor a local Whisper"):
+    with pytest.raises(UserError, match="neither 'auto', 'whisper-base', 'pocketsphinx' nor a local Whisper"):
         load_asr(str(tmp_path / "missing"))
 
 

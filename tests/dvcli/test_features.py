@@ -90,3 +90,59 @@ def test_deduplicate() -> None:
     collapsed, durations = deduplicate(units)
     np.testing.assert_array_equal(np.repeat(collapsed, durations), units)
     assert all(a != b for a, b in zip(collapsed, collapsed[1:]))
+
+
+@pytest.fixture(scope="module")
+def whisper_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dvcli import whisper_base
+
+    if not whisper_base.is_installed():
+        pytest.skip("the eval extra (Whisper base packages) is not installed")
+    return whisper_base.whisper_base_folder(tmp_path_factory.mktemp("dv-cache"))
+
+
+def test_whisper_features_follow_hubert_framing_and_whispers_own_front_end(whisper_folder: Path) -> None:
+    """Frame counts are HuBERT's; the 30 s window equals transformers' Whisper front end + the encoder."""
+    import ctranslate2
+    from transformers import WhisperFeatureExtractor
+
+    from dvcli.features.whisper import WhisperEncoderFeatures
+
+    extractor = WhisperEncoderFeatures(whisper_folder, window="full", compute_type="float32")
+    assert (extractor.dim, extractor.frame_rate, extractor.max_frames) == (512, 50.0, 1499)
+    rng = np.random.default_rng(0)
+    lengths = [400, 401, 16000, 37_123]
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1)
+    feats, frames = extractor(wavs, torch.tensor(lengths))
+    assert frames.tolist() == [num_frames(n) for n in lengths] == [1, 1, 49, 115]
+    assert feats.shape == (4, 115, 512) and not feats[2, 49:].any()
+    # Reference: Hugging Face's Whisper log-mel (its own implementation), the same encoder.
+    mel = WhisperFeatureExtractor(feature_size=80)(wavs[3, :37_123].numpy(), sampling_rate=16000,
+                                                   return_tensors="np").input_features  # (1, 80, 3000)
+    reference = np.asarray(extractor.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
+    np.testing.assert_allclose(feats[3, :115].numpy(), reference[0, :115], atol=2e-3)
+    # A batch equals one-by-one extraction (every piece has its own 30 s window).
+    one, _ = extractor(wavs[2:3, :16000], torch.tensor([16000]))
+    np.testing.assert_allclose(feats[2:3, :49].numpy(), one.numpy(), atol=1e-5)
+
+
+def test_whisper_trim_window_batches_equal_lengths_only(whisper_folder: Path) -> None:
+    from dvcli.features.whisper import WhisperEncoderFeatures
+
+    extractor = WhisperEncoderFeatures(whisper_folder, window="trim")
+    rng = np.random.default_rng(1)
+    lengths = [16000, 24_000, 16000]
+    wavs = torch.zeros(3, 24_000)
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1)
+    feats, frames = extractor(wavs, torch.tensor(lengths))
+    assert frames.tolist() == [49, 74, 49]
+    for i, n in enumerate(lengths):
+        one, _ = extractor(wavs[i : i + 1, :n], torch.tensor([n]))
+        np.testing.assert_allclose(feats[i : i + 1, : int(frames[i])].numpy(), one.numpy(), atol=1e-5)
+    with pytest.raises(UserError, match="not a CTranslate2 Whisper folder"):
+        WhisperEncoderFeatures(whisper_folder.parent)
+    with pytest.raises(ValueError, match="longer than Whisper's 30 s"):
+        extractor(torch.zeros(1, 30 * 16000 + 1), torch.tensor([30 * 16000 + 1]))

@@ -120,3 +120,27 @@ def test_bad_inputs(manifest: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--layer 7 is outside 1..3"):
         run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "x", checkpoint=HUBERT, layer=7))
     assert not (tmp_path / "x").exists()
+
+
+def test_whisper_features_cut_long_files_into_30_second_pieces(tmp_path: Path) -> None:
+    """A 65 s file is cut into pieces Whisper can read, and its frames still follow HuBERT's count."""
+    from dvcli import whisper_base
+    from dvcli.testing import voice
+    from dvcli.manifest import Utterance, write_manifest
+
+    if not whisper_base.is_installed():
+        pytest.skip("the eval extra (Whisper base packages) is not installed")
+    import soundfile as sf
+
+    lengths = {"long": 65 * 16000 + 123, "short": 8000}
+    rows = []
+    for uid, samples in lengths.items():
+        sf.write(tmp_path / f"{uid}.wav", voice(samples / 16000)[:samples], 16000)
+        rows.append(Utterance(uid, tmp_path / f"{uid}.wav", "s", samples / 16000, ""))
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    result = run(ExtractUnitsConfig(manifest=tmp_path / "manifest.tsv", out=tmp_path / "f", features="whisper",
+                                    whisper_window="trim", device="cpu"))
+    store = FeatureStore(result.out)
+    for uid, samples in lengths.items():
+        assert store.get(uid).shape == ((samples - 400) // 320 + 1, 512)
+    assert (store.meta["kind"], store.meta["checkpoint"], store.meta["whisper_window"]) == ("whisper", "whisper-base", "trim")
