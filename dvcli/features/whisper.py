@@ -16,11 +16,14 @@ Whisper reads at most 30 s; ``dv extract-units`` cuts longer files into pieces t
 
 Two windows (``whisper_window``):
 
+- ``trim`` (default): each piece encoded at its own length (the encoder's positional table is cut
+  to fit, as whisper.cpp's ``audio_ctx`` does); items of equal length share a batch.
 - ``full``: every piece zero-padded to 30 s, as Whisper was trained and as its transcription runs.
-  A batch's results equal one-by-one extraction. Costs one 30 s encoder pass per piece.
-- ``trim``: each piece encoded at its own length (the encoder's positional table is cut to fit,
-  as whisper.cpp's ``audio_ctx`` does). About 10x faster on 3 s clips; the features of a frame then
-  depend on the clip's length more than with ``full``.
+  Costs one 30 s encoder pass per piece.
+
+On the toy corpus (``bench/content_units.py``, k=100) ``trim`` was 53x faster and its units at
+least as speaker-independent: cross-speaker distance 0.42 vs 0.45, speaker identification from
+units 36% vs 52% (MFCC units: 0.85 and 99%).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class WhisperEncoderFeatures:
         self,
         folder: str | Path | None = None,
         device: str | torch.device = "cpu",
-        window: WhisperWindow = "full",
+        window: WhisperWindow = "trim",
         threads: int | None = None,
         compute_type: str | None = None,
     ) -> None:
@@ -65,7 +68,7 @@ class WhisperEncoderFeatures:
         Args:
             folder: the model folder (``model.bin``); ``None`` = the packaged Whisper base.
             device: ``cpu`` or ``cuda``.
-            window: ``full`` (pad every piece to 30 s) or ``trim`` (encode it at its own length).
+            window: ``trim`` (encode each piece at its own length) or ``full`` (pad it to 30 s).
             threads: CPU threads (default: torch's setting).
             compute_type: CTranslate2's (default ``int8`` on CPU, ``float16`` on CUDA; ``float32`` for
                 exact comparisons: int8 rounding makes the output jump with input changes of 1e-6).
