@@ -1,4 +1,4 @@
-"""Per-clip CPU cost of dv evaluate's scorers (pocketsphinx, resemblyzer, DNSMOS) at several clip lengths.
+"""Per-clip CPU cost of dv evaluate's scorers (the recogniser, resemblyzer, DNSMOS) at several clip lengths.
 
 Reports seconds per clip and the real-time factor (compute seconds / audio seconds), the median of
 ``--repeats`` runs after one warm-up, plus an A/B ratio measured in the same run: resemblyzer's
@@ -47,12 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--asr", default="auto", help="recogniser: auto (whisper-base when installed), pocketsphinx, ...")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    asr, verifier, dnsmos = load_asr("pocketsphinx"), load_verifier("resemblyzer"), load_dnsmos()
+    asr, verifier, dnsmos = load_asr(args.asr), load_verifier("resemblyzer"), load_dnsmos()
     print(
         f"loading all three scorers (once per process): {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}"
+        f"; recogniser {asr.name}"
     )
     print(f"{'metric':<12}{'clip s':>8}{'s/clip':>10}{'RTF':>8}")
     for seconds in args.lengths:

@@ -194,7 +194,9 @@ def normalize_for_cer(text: str) -> str:
     contractions and titles expanded: ``"Dr. Smith paid three dollars and fifty cents!"`` ->
     ``"doctor smith paid $3.50"``.
     """
-    return " ".join(_english_normalizer()(text).split())
+    # Whisper's normaliser keeps "." for decimals, and so leaves one after an ellipsis ("well..." ->
+    # "well ."): a token of nothing but such symbols is dropped.
+    return " ".join(t for t in _english_normalizer()(text).split() if t.strip(".$%€£¢"))
 
 
 @dataclasses.dataclass

@@ -41,6 +41,8 @@ def test_cer_and_wer_equal_brute_force_levenshtein_on_normalised_text(text: str,
         ("Dr. Smith paid $3.50.", "doctor smith paid $3.50"),
         ("It's easy to tell the depth of a well.", "it is easy to tell the depth of a well"),
         ("Hmm, uh, twenty-one   DOGS", "21 dogs"),
+        ("It is easy to tell, but well...", "it is easy to tell but well"),  # no stray "."
+        ("Version 3.5 costs $3.50.", "version 3.5 costs $3.50"),
     ],
 )
 def test_cer_normalisation_is_whispers(text: str, normalised: str) -> None:
