@@ -77,7 +77,7 @@ def run(config: RefsConfig) -> RefsResult:
         where = f"split '{config.split}'" if config.split else "the manifest"
         raise path_error(config.manifest, f"no speaker of {where} has two utterances with text",
                          "mark test speakers with `dv prepare --speakers-heldout N` or pass --split ''")
-    noise = NoiseSource(config.noise, seed=config.seed)
+    noise = NoiseSource(config.noise)
     rng = np.random.default_rng(config.seed)
     pick = random.Random(config.seed)
     crop = int(config.ref_seconds * SAMPLE_RATE)

@@ -35,6 +35,7 @@ from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
 from dvcli.distributed import DistInfo, all_reduce_mean, barrier, launch, wrap_ddp
 from dvcli.errors import UserError
+from dvcli.evaluation.noise import NoiseSource
 from dvcli.features.fbank import KaldiFbank
 from dvcli.logs import progress
 from dvcli.manifest import Utterance, read_manifest
@@ -44,7 +45,16 @@ from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
 from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
 from dvcli.speaker_data import SpeakerCrops
-from dvcli.speaker_eval import evaluate_trials, export_embeddings, make_trials, read_trials, results_table, write_results, write_trials
+from dvcli.speaker_eval import (
+    Trial,
+    evaluate_trials,
+    export_embeddings,
+    make_trials,
+    read_trials,
+    results_table,
+    write_results,
+    write_trials,
+)
 from dvcli.training import (
     CheckpointManager,
     grad_norm,
@@ -86,7 +96,7 @@ class PretrainSpeakerConfig(StageConfig):
     eval_utterances: int = 4  # utterances per training speaker held out for the seen-speaker trials
     eval_speakers: int = 200  # at most this many training speakers in the seen-speaker trials
     max_trials: int = 20000  # at most this many trials per list (all target pairs first)
-    trials: Path | None = None  # an extra trial list (enroll test label, manifest ids) to score
+    trials: Path | None = None  # an extra trial list to score (dv's trial TSV: audio paths or manifest ids)
     noisy_snrs: tuple[float, ...] = (10.0, 5.0, 0.0)  # SNRs (dB) of the noisy evaluation conditions
     export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
@@ -187,8 +197,8 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
     if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
         raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
-    trials = read_trials(Path(config.trials), {u.id: u for u in utterances}) if config.trials else None
-    sets, titles = _trial_sets(config, split, utterances, trials)
+    trials = read_trials(Path(config.trials), {u.id: u.audio for u in utterances}) if config.trials else None
+    sets, titles = _trial_sets(config, split, trials)
     # Load --init here, so a bad file fails before anything is written.
     init = load_speaker_encoder(config.init) if config.init is not None and resume_from is None else None
 
@@ -211,11 +221,10 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
 
     device = resolve_device(config.device)
     frontend = SpeakerFrontend(encoder).to(device).eval()
-    augmenter = Augmenter(
-        AugmentConfig(noise_dir=config.augment.noise_dir, noise_kinds=config.augment.noise_kinds),
-        speech=[u.audio for u in split.train[:500]],
-    )
-    results = evaluate_trials(frontend.embed, sets, snrs=config.noisy_snrs, augmenter=augmenter, seed=config.seed)
+    # The noisy trials use dv's one evaluation noise (dv evaluate speaker's): the training noise
+    # folder's clips, else white noise; see dvcli.speaker_eval.noisy_copy.
+    noise = NoiseSource(config.augment.noise_dir)
+    results = evaluate_trials(frontend.embed, sets, snrs=config.noisy_snrs, noise=noise, seed=config.seed)
     table = results_table(results, titles)
     log.info("speaker verification:\n%s", table)
     if (work / "tensorboard").is_dir():
@@ -231,7 +240,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         save_checkpoint(payload, tmp / ENCODER_FILE, kind=ENCODER_KIND)
         torch.save(encoder.state_dict(), tmp / PLAIN_FILE)
         write_results(tmp, results, titles)
-        for name, (_, rows) in sets.items():
+        for name, rows in sets.items():
             write_trials(tmp / "trials" / f"{name}.tsv", rows)
         if history:
             atomic_write_text(tmp / "train.tsv", "step\tloss\taccuracy\tlr\tmargin\n" + "".join(
@@ -270,20 +279,20 @@ def _model_config(config: PretrainSpeakerConfig) -> CAMPPlusConfig:
 
 
 def _trial_sets(
-    config: PretrainSpeakerConfig, split: Split, utterances: list[Utterance], trials: list | None
-) -> tuple[dict[str, tuple[list[Utterance], list]], dict[str, str]]:
-    sets: dict[str, tuple[list[Utterance], list]] = {}
+    config: PretrainSpeakerConfig, split: Split, trials: list[Trial] | None
+) -> tuple[dict[str, list[Trial]], dict[str, str]]:
+    sets: dict[str, list[Trial]] = {}
     titles = {"seen": "seen speakers, held-out utterances", "unseen": "held-out speakers", "custom": str(config.trials)}
     if len(split.seen) >= 2 and len({u.speaker for u in split.seen}) >= 2:
-        sets["seen"] = (split.seen, make_trials(split.seen, max_trials=config.max_trials, seed=config.seed))
+        sets["seen"] = make_trials(split.seen, max_trials=config.max_trials, seed=config.seed)
     else:
         log.warning("no seen-speaker trials: training speakers need more than eval_utterances=%d utterances", config.eval_utterances)
     if len({u.speaker for u in split.unseen}) >= 2:
-        sets["unseen"] = (split.unseen, make_trials(split.unseen, max_trials=config.max_trials, seed=config.seed))
+        sets["unseen"] = make_trials(split.unseen, max_trials=config.max_trials, seed=config.seed)
     else:
         log.warning("no held-out-speaker trials: mark two or more speakers heldout (dv prepare --speakers-heldout N)")
     if trials:
-        sets["custom"] = (utterances, trials)
+        sets["custom"] = trials
     if not sets:
         raise UserError(f"{config.manifest}: nothing to evaluate (no held-out utterances or speakers; see the warnings)")
     return sets, titles

@@ -1,4 +1,4 @@
-"""Additive noise at a chosen signal-to-noise ratio, for the noisy trials of ``dv evaluate speaker``.
+"""Additive noise at a chosen signal-to-noise ratio, for dv's noisy evaluation conditions.
 
 Deliberately minimal (a mixing function and a noise source) on top of :mod:`dvcli.augment`, which
 holds training-time augmentation (noise + reverb) and the SNR arithmetic both share.
@@ -6,7 +6,6 @@ holds training-time augmentation (noise + reverb) and the SNR arithmetic both sh
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from dvcli import augment
 from dvcli.audio import load_audio
+
 
 def mix_at_snr(
     clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator | None = None
@@ -56,21 +56,26 @@ def mix_at_snr(
 
 
 class NoiseSource:
-    """Noise clips to mix in: the audio files of a folder, or white Gaussian noise when none is given."""
+    """Noise clips to mix in: the audio files of a folder, or white Gaussian noise when none is given.
 
-    def __init__(self, folder: Path | None = None, seed: int = 0) -> None:
+    The one noise definition of dv's evaluations (``dv evaluate refs``, ``dv evaluate speaker``,
+    ``dv pretrain-speaker``'s noisy trials): which file, and where in it, come from the caller's
+    generator, so a seeded caller gets the same noise whatever else was drawn before.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
         self.files: Sequence[Path] = []
         if folder is not None:
             self.files = augment.find_audio(Path(folder))
         self.name = "noise" if self.files else "white"
-        self._rng = random.Random(seed)
         self._cache: dict[Path, np.ndarray] = {}
 
     def sample(self, length: int, rng: np.random.Generator) -> np.ndarray:
-        """A noise signal of at least ``length`` samples (16 kHz float32)."""
+        """A noise signal: ``length`` samples of white noise, or one whole clip of the folder
+        (16 kHz float32, any length; :func:`mix_at_snr` tiles and crops it)."""
         if not self.files:
             return rng.standard_normal(length).astype(np.float32)
-        path = self._rng.choice(list(self.files))
+        path = self.files[int(rng.integers(len(self.files)))]
         if path not in self._cache:
             self._cache[path] = load_audio(path).numpy()
         return self._cache[path]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 
 from dvcli.audio import load_audio
-from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.errors import UserError
+from dvcli.evaluation.noise import NoiseSource
 from dvcli.manifest import Utterance
 from dvcli.speaker_eval import (
+    Trial,
     evaluate_trials,
     export_embeddings,
     make_trials,
@@ -29,8 +31,12 @@ def _utts(speakers: int, each: int) -> list[Utterance]:
     return [Utterance(f"s{s}_{i}", Path(f"/x/s{s}_{i}.wav"), f"s{s}", 1.0) for s in range(speakers) for i in range(each)]
 
 
+def _triples(trials: list[Trial]) -> list[tuple[str, str, int]]:
+    return [(t.enrol.stem, t.test.stem, t.label) for t in trials]
+
+
 def test_all_pairs_when_small() -> None:
-    trials = make_trials(_utts(3, 4))
+    trials = _triples(make_trials(_utts(3, 4)))
     assert len(trials) == 12 * 11 // 2 and len(set((a, b) for a, b, _ in trials)) == len(trials)
     assert sum(label for *_, label in trials) == 3 * 6
     assert all((a.split("_")[0] == b.split("_")[0]) == bool(label) for a, b, label in trials)
@@ -38,10 +44,17 @@ def test_all_pairs_when_small() -> None:
 
 def test_capped_lists_keep_targets_and_are_seeded() -> None:
     utts = _utts(20, 6)  # 7140 pairs, 300 of them targets
-    trials = make_trials(utts, max_trials=1000, seed=3)
+    trials = _triples(make_trials(utts, max_trials=1000, seed=3))
     assert len(trials) == 1000 and sum(label for *_, label in trials) == 300
     assert len({(a, b) for a, b, _ in trials}) == 1000
-    assert trials == make_trials(utts, max_trials=1000, seed=3)
+    assert trials == _triples(make_trials(utts, max_trials=1000, seed=3))
+
+
+def test_per_speaker_draws_pair_each_target_with_a_nontarget() -> None:
+    trials = make_trials(_utts(3, 4), per_speaker=2, seed=1)
+    assert [t.label for t in trials] == [1, 0] * 6
+    assert all(a.enrol == b.enrol for a, b in zip(trials[::2], trials[1::2]))
+    assert trials == make_trials(_utts(3, 4), per_speaker=2, seed=1)
 
 
 def test_trials_need_two_speakers_and_a_target() -> None:
@@ -52,23 +65,32 @@ def test_trials_need_two_speakers_and_a_target() -> None:
 
 
 def test_trial_files_round_trip_and_check_ids(tmp_path: Path) -> None:
-    trials = make_trials(_utts(2, 3))
-    write_trials(tmp_path / "t.tsv", trials)
-    known = {u.id: u for u in _utts(2, 3)}
-    assert read_trials(tmp_path / "t.tsv", known) == trials
-    (tmp_path / "bad.tsv").write_text("s0_0 s9_9 target\n")
-    with pytest.raises(UserError, match="'s9_9' is not in the manifest"):
+    utts = make_corpus(tmp_path / "c", speakers=2, utterances=3)
+    trials = make_trials(utts)
+    write_trials(tmp_path / "lists" / "t.tsv", trials)
+    lines = (tmp_path / "lists" / "t.tsv").read_text().splitlines()
+    assert lines[0] == "enrol\ttest\tlabel\tcondition" and lines[1].startswith("../c/")  # relative to the file
+    assert read_trials(tmp_path / "lists" / "t.tsv") == [dataclasses.replace(t, enrol=t.enrol.resolve(),
+                                                                               test=t.test.resolve()) for t in trials]
+    known = {u.id: u.audio for u in utts}
+    # Older pretrain-speaker lists: no header, utterance ids, target/nontarget labels.
+    (tmp_path / "ids.tsv").write_text(f"{utts[0].id} {utts[1].id} target\n{utts[0].id} {utts[4].id} nontarget\n")
+    assert [(t.test, t.label) for t in read_trials(tmp_path / "ids.tsv", known)] == [(utts[1].audio, 1), (utts[4].audio, 0)]
+    (tmp_path / "bad.tsv").write_text(f"{utts[0].id} s9_9 target\n")
+    with pytest.raises(UserError, match="'s9_9' is neither an audio file"):
         read_trials(tmp_path / "bad.tsv", known)
-    (tmp_path / "bad2.tsv").write_text("s0_0 s0_1 maybe\n")
+    (tmp_path / "bad2.tsv").write_text(f"{utts[0].id} {utts[1].id} maybe\n")
     with pytest.raises(UserError, match="bad2.tsv:1"):
         read_trials(tmp_path / "bad2.tsv", known)
+    (tmp_path / "bom.tsv").write_text("\ufeffenroll\ttest\tlabel\n" + lines[1].rsplit("\t", 1)[0].replace("../", "") + "\n")
+    assert len(read_trials(tmp_path / "bom.tsv")) == 1  # a byte-order mark and the "enroll" spelling
 
 
 def _by_pitch(clips: list[torch.Tensor]) -> torch.Tensor:
     """A crude "encoder": the log spectrum's low band, enough to tell synthetic speakers apart."""
     rows = []
     for clip in clips:
-        spectrum = torch.fft.rfft(clip[:16000], n=16000).abs()[:400]
+        spectrum = torch.fft.rfft(torch.as_tensor(clip)[:16000], n=16000).abs()[:400]
         rows.append(torch.log(spectrum.reshape(40, 10).mean(-1) + 1e-3))
     out = torch.stack(rows)
     return out - out.mean(-1, keepdim=True)
@@ -77,19 +99,18 @@ def _by_pitch(clips: list[torch.Tensor]) -> torch.Tensor:
 def test_evaluation_clean_and_noisy_side_by_side(tmp_path: Path) -> None:
     utts = make_corpus(tmp_path / "c", speakers=3, utterances=3, seconds=(1.0, 1.2))
     trials = make_trials(utts)
-    augmenter = Augmenter(AugmentConfig(noise_kinds=("white",)))
-    results = evaluate_trials(_by_pitch, {"seen": (utts, trials)}, snrs=(10.0, -10.0), augmenter=augmenter, seed=0)
+    results = evaluate_trials(_by_pitch, {"seen": trials}, snrs=(10.0, -10.0), noise=NoiseSource(None), seed=0)
     row = results["seen"]
-    assert list(row) == ["clean", "10 dB", "-10 dB"]
+    assert list(row) == ["clean", "noisy 10 dB", "noisy -10 dB"]
     assert row["clean"].eer == 0.0 and row["clean"].trials == 36 and row["clean"].targets == 9
-    assert row["-10 dB"].eer > row["clean"].eer  # noise must hurt this crude encoder
-    again = evaluate_trials(_by_pitch, {"seen": (utts, trials)}, snrs=(10.0, -10.0), augmenter=augmenter, seed=0)
+    assert row["noisy -10 dB"].eer > row["clean"].eer  # noise must hurt this crude encoder
+    again = evaluate_trials(_by_pitch, {"seen": trials}, snrs=(10.0, -10.0), seed=0)
     assert again == results  # the noise is seeded
     write_results(tmp_path / "out", results, {"seen": "seen speakers"})
     assert json.loads((tmp_path / "out" / "eer.json").read_text())["seen"]["clean"]["trials"] == 36
     table = (tmp_path / "out" / "eer.md").read_text()
     assert "| seen speakers (36 trials, 9 target) | 0.00% (0.000) |" in table
-    assert results_table(results).splitlines()[0] == "| trials | clean | 10 dB | -10 dB |"
+    assert results_table(results).splitlines()[0] == "| trials | clean | noisy 10 dB | noisy -10 dB |"
 
 
 def test_export_embeddings(tmp_path: Path) -> None:

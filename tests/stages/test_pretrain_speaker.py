@@ -49,7 +49,7 @@ def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) ->
     assert trained.eer["seen"]["clean"] < baseline.eer["seen"]["clean"]
     out = tmp_path / "trained"
     report = json.loads((out / "eer.json").read_text())
-    assert set(report) == {"seen", "unseen"} and set(report["seen"]) == {"clean", "5 dB"}
+    assert set(report) == {"seen", "unseen"} and set(report["seen"]) == {"clean", "noisy 5 dB"}
     assert "| seen speakers, held-out utterances (" in (out / "eer.md").read_text()
     assert (out / "trials" / "seen.tsv").is_file() and (out / "train.tsv").read_text().startswith("step\tloss")
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000040.pt"]
@@ -135,4 +135,25 @@ def test_toy_corpus_reaches_low_eer_in_a_few_cpu_minutes(tmp_path: Path) -> None
     config = load_config(PretrainSpeakerConfig, TOY_RECIPE, values={"manifest": data, "out": tmp_path / "run"})
     result = run(config)
     assert result.eer["seen"]["clean"] < 0.05
-    assert "unseen" in result.eer and set(result.eer["unseen"]) == {"clean", "10 dB", "5 dB", "0 dB"}
+    assert "unseen" in result.eer and set(result.eer["unseen"]) == {"clean", "noisy 10 dB", "noisy 5 dB", "noisy 0 dB"}
+
+
+def test_evaluate_speaker_reads_the_trials_pretrain_speaker_writes_and_agrees(manifest: Path, tmp_path: Path) -> None:
+    """One verification path: the trial list pretrain-speaker writes is dv evaluate speaker's input,
+    and with the same trials, noise and seed both report the same EER in every condition."""
+    torch.manual_seed(0)
+    torch.save(CAMPPlus(CAMPPlusConfig.tiny()).state_dict(), tmp_path / "campplus_tiny.bin")
+    trained = run(_config(manifest, tmp_path / "spk", steps=0, init=tmp_path / "campplus_tiny.bin",
+                          noisy_snrs=(5.0, 0.0)))
+    trials = tmp_path / "spk" / "trials" / "unseen.tsv"
+    assert trials.read_text().startswith("enrol\ttest\tlabel\tcondition\n")
+    result = runner.invoke(app, [
+        "evaluate", "speaker", "--trials", str(trials), "--verifier", str(tmp_path / "spk" / "campplus.pt"),
+        "--snrs", "5,0", "--device", "cpu", "-o", str(tmp_path / "eval"),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["conditions"]
+    assert list(report) == ["clean", "noisy 5 dB", "noisy 0 dB"] == list(trained.eer["unseen"])
+    for condition, rate in trained.eer["unseen"].items():
+        assert report[condition]["eer"] == pytest.approx(rate, abs=1e-6), condition
+    assert report["noisy 0 dB"]["eer"] > report["clean"]["eer"]  # the noise is there and hurts
