@@ -196,15 +196,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every process."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def wrap_ddp(module: torch.nn.Module, info: DistInfo, **kwargs: Any) -> torch.nn.Module:
     """``DistributedDataParallel(module)`` when distributed, else ``module`` unchanged."""
     if not info.distributed:

@@ -62,16 +62,13 @@ def min_dcf(
 
 
 def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
-    """Levenshtein distance between two sequences (substitutions, insertions, deletions cost 1)."""
-    if len(ref) < len(hyp):
-        ref, hyp = hyp, ref
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance between two sequences (substitutions, insertions, deletions cost 1).
+
+    torchaudio's implementation (``torchaudio.functional.edit_distance``), for units as for words.
+    """
+    from torchaudio.functional import edit_distance as levenshtein
+
+    return levenshtein(ref, hyp)
 
 
 def error_rate(refs: Sequence[Sequence[object]], hyps: Sequence[Sequence[object]]) -> float:

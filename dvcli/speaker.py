@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dvcli.atomic import atomic_write_bytes
+from dvcli.audio import SAMPLE_RATE
 from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.errors import UserError, path_error
 from dvcli.features.fbank import KaldiFbank
@@ -115,7 +116,7 @@ class SpeakerFrontend(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.fbank = KaldiFbank(encoder.config.feat_dim)
-        self.min_samples = int(min_seconds * 16000)
+        self.min_samples = int(min_seconds * SAMPLE_RATE)
 
     @classmethod
     def from_pretrained(cls, source: str | Path | Mapping[str, Any], **kwargs: Any) -> SpeakerFrontend:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dvcli.atomic import atomic_dir, atomic_write_bytes
+from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import path_error
 from dvcli.features.fbank import KaldiFbank
 from dvcli.joint import JointModel
@@ -118,7 +119,7 @@ def export_graphs(joint: JointModel) -> dict[str, bytes]:
     lengths = torch.tensor([n, n - 4])
     speaker = torch.randn(2, d)
     graphs = {
-        "speaker": _export(SpeakerGraph(joint), (torch.randn(1, 16000) * 0.1,), ["wav"], ["embedding"],
+        "speaker": _export(SpeakerGraph(joint), (torch.randn(1, SAMPLE_RATE) * 0.1,), ["wav"], ["embedding"],
                            {"wav": {0: "batch", 1: "samples"}, "embedding": {0: "batch"}}),
         "vits_prior": _export(
             VitsPrior(joint.generator), (units, lengths, speaker, torch.randn(2, 2, n)),

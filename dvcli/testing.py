@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.manifest import Utterance, write_manifest
 
 
@@ -25,7 +26,7 @@ def sine(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5) 
 
 def voice(
     seconds: float,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     *,
     pitch: float = 120.0,
     formants: Sequence[float] = (700.0, 1200.0, 2600.0),
@@ -69,7 +70,7 @@ def make_corpus(
     speakers: int = 4,
     utterances: int = 3,
     *,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     seconds: tuple[float, float] = (1.0, 2.0),
     suffix: str = ".wav",
     seed: int = 0,

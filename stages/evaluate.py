@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dvcli.atomic import write_json
-from dvcli.audio import audio_info, load_audio
+from dvcli.audio import SAMPLE_RATE, audio_info, load_audio
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
 from dvcli.evaluation.asr import AUTO, load_asr, score_transcript
@@ -140,7 +140,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                 "system": clip.system,
                 "condition": clip.group,
                 "id": clip.id,
-                "seconds": len(wav) / 16000,
+                "seconds": len(wav) / SAMPLE_RATE,
             }
             spent: dict[str, float] = {}
             if asr is not None and clip.text.strip():

@@ -13,7 +13,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from dvcli.audio import load_audio_with_rate, save_audio
+from dvcli.audio import SAMPLE_RATE, load_audio_with_rate, save_audio
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
 from dvcli.evaluation.clips import gather_clips
@@ -98,7 +98,7 @@ def run(config: MosKitConfig) -> MosKitResult:
         for k, item_id in enumerate(ids[len(clips) :]):
             count = (1, 2, 4, 5)[rng.randrange(4)]  # never 3: the scale's middle is where a careless rater lands
             audio = f"audio/{item_id}.wav"
-            save_audio(tmp / audio, beeps(count), 16000)
+            save_audio(tmp / audio, beeps(count), SAMPLE_RATE)
             items.append(
                 KitItem(
                     item_id,

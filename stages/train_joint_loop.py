@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dvcli.audio import resample
+from dvcli.audio import SAMPLE_RATE, resample
 from dvcli.augment import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
 from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, barrier, wrap_ddp
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEAKER_RATE = 16000  # CAM++ reads 16 kHz
+SPEAKER_RATE = SAMPLE_RATE  # CAM++ reads 16 kHz
 #: Offset that keeps the crop/augmentation draws of a step independent of the VITS draws.
 _VIEW_STREAM = 0xD1A0
 

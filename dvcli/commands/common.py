@@ -53,7 +53,6 @@ ResumeOption = Annotated[
     Optional[bool],
     typer.Option("--resume", help="Continue the unfinished (or finished) run in OUT from its latest checkpoint."),
 ]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)]
 
 
 def stage_config(

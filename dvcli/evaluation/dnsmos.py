@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
 
 #: The models' window: shorter clips are tiled (by doubling) past it, longer ones hop through it by 1 s.
@@ -52,7 +53,7 @@ class DNSMOS:
         self._personalized = personalized
         # Warm-up (librosa's lazy imports, onnxruntime's first run) on exactly one window: a shorter
         # clip would be tiled past 9.01 s and cost several windows.
-        self.score(np.zeros(int(INPUT_SECONDS * 16000), dtype=np.float32))
+        self.score(np.zeros(int(INPUT_SECONDS * SAMPLE_RATE), dtype=np.float32))
 
     def score(self, wav: np.ndarray) -> dict[str, float]:
         """``(T,)`` float32 at 16 kHz -> ``{"ovrl", "sig", "bak", "p808"}`` on the 1-5 scale.
@@ -63,7 +64,7 @@ class DNSMOS:
         wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
         if len(wav) == 0:
             raise ValueError("empty clip")
-        result = self._model(wav, 16000, self._personalized)
+        result = self._model(wav, SAMPLE_RATE, self._personalized)
         return {
             "ovrl": float(result["ovrl_mos"]),
             "sig": float(result["sig_mos"]),

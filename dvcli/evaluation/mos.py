@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
 
 ITEMS_FILE = "items.tsv"
@@ -59,7 +60,7 @@ class Rating:
     source: Path
 
 
-def beeps(count: int, sample_rate: int = 16000, freq: float = 880.0) -> np.ndarray:
+def beeps(count: int, sample_rate: int = SAMPLE_RATE, freq: float = 880.0) -> np.ndarray:
     """``count`` short beeps (0.2 s tone, 0.35 s gap) with silence around them: ``(T,)`` float32."""
     tone_t = np.arange(int(0.2 * sample_rate)) / sample_rate
     ramp = np.minimum(1.0, np.minimum(tone_t, tone_t[::-1]) / 0.01)  # 10 ms fades: no clicks

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.errors import UserError, path_error
 
@@ -73,7 +74,7 @@ class Resemblyzer:
         self._preprocess = preprocess_wav
         self.encoder = VoiceEncoder(device, verbose=False)
         # librosa imports half of scipy on its first spectrogram: pay that here, not in the first clip's timing.
-        self.embed([np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1])
+        self.embed([np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.1])
 
     def embed(self, wavs: Sequence[np.ndarray]) -> np.ndarray:
         # One thread: a small LSTM synchronises its threads at every one of its 3 x 160 steps, which

@@ -15,6 +15,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.features import HOP, WINDOW, num_frames
 
 
@@ -23,7 +24,7 @@ class MfccFeatures:
 
     kind = "mfcc"
 
-    def __init__(self, num_ceps: int = 13, sample_rate: int = 16000) -> None:
+    def __init__(self, num_ceps: int = 13, sample_rate: int = SAMPLE_RATE) -> None:
         self.num_ceps = num_ceps
         self.sample_rate = sample_rate
         self.dim = 3 * num_ceps

@@ -34,11 +34,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
 from dvcli.features import HOP, WINDOW, num_frames
 
 #: Whisper's input: 30 s at 16 kHz, 100 log-mel frames per second.
-SAMPLE_RATE = 16000
 MAX_SAMPLES = 30 * SAMPLE_RATE
 MEL_HOP = 160
 #: The longest piece, in 50 Hz frames, whose samples fit Whisper's 30 s (``(frames - 1) * 320 + 400``).

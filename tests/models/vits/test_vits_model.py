@@ -142,3 +142,25 @@ def test_decoder_layouts_compute_the_same_waveform() -> None:
     torch.testing.assert_close(decoder(z, g), plain, atol=1e-6, rtol=1e-5)
     (decoder(z, g).sum()).backward()  # the channels-last path trains too
     assert decoder.ups[0].parametrizations.weight.original1.grad is not None
+
+
+def test_tiny_generator_matches_golden_values_from_a_fixed_init() -> None:
+    """Seeded init, fixed units and speaker, deterministic inference (no sampling noise): the numbers
+    recorded when this test was written (torch 2.11.0, CPU). Any change to the maths, the init or the
+    module order changes them; update them only for a change meant to alter the output."""
+    torch.manual_seed(0)
+    config = VitsConfig.tiny()
+    generator = VitsGenerator(config).eval()
+    assert sum(p.numel() for p in generator.parameters()) == 285_196
+    g = torch.Generator().manual_seed(1)
+    units = torch.randint(0, config.n_units, (2, 12), generator=g)
+    speaker = torch.randn(2, config.speaker_embedding_dim, generator=g)
+    assert units[0].tolist() == [45, 39, 24, 18, 13, 13, 41, 41, 9, 32, 48, 49]
+    with torch.no_grad():
+        wav, lengths = generator.infer(units, torch.tensor([12, 7]), speaker, noise_scale=0.0, noise_scale_w=0.0)
+    assert lengths.tolist() == [3072, 1792] and wav.shape == (2, 3072)
+    expected = torch.tensor([-0.074577, -0.075172, -0.074578, -0.075173, -0.074579, -0.075174, -0.074577, -0.075173])
+    torch.testing.assert_close(wav[0, 1000:1008], expected, atol=2e-5, rtol=0)
+    sums = [float(wav[0].abs().sum()), float(wav[1].abs().sum())]
+    assert sums == pytest.approx([229.81036, 134.17099], rel=1e-4)
+    assert not wav[1, 1792:].any()  # silence past the second item's length
