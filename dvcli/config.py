@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 
@@ -31,7 +31,13 @@ C = TypeVar("C")
 
 @dataclasses.dataclass(kw_only=True)
 class StageConfig:
-    """Fields every stage shares."""
+    """Fields every stage shares.
+
+    A subclass lists settings it renamed in ``RENAMED`` (old name -> new name): a file, ``--set``
+    or option that still uses an old name is refused with a message naming the new one.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {}
 
     seed: int = 0  # random seed for everything the stage draws
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when available
@@ -74,6 +80,7 @@ def build(cls: type[C], data: Mapping[str, Any], source: str = "config") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        _check_renamed(cls, key, key, source)
         if key not in fields:
             raise UserError(f"{source}: unknown key '{key}' for {cls.__name__} (known: {', '.join(fields)})")
         kwargs[key] = _coerce(value, hints[key], f"{source}: key '{key}'", key)
@@ -152,6 +159,7 @@ def _merge(into: dict[str, Any], new: Mapping[str, Any], cls: type, source: str,
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     for key, value in new.items():
         dotted = f"{prefix}{key}"
+        _check_renamed(cls, key, dotted, source)
         if key not in names:
             raise UserError(f"{source}: unknown key '{dotted}' for {cls.__name__} (known: {', '.join(sorted(names))})")
         sub = hints[key]
@@ -163,6 +171,14 @@ def _merge(into: dict[str, Any], new: Mapping[str, Any], cls: type, source: str,
         else:
             # Check the type now so the error names where the bad value came from.
             into[key] = _coerce(value, sub, f"{source}: key '{dotted}'", dotted)
+
+
+def _check_renamed(cls: type, key: str, dotted: str, source: str) -> None:
+    renamed = getattr(cls, "RENAMED", {})
+    if key in renamed:
+        new = dotted[: len(dotted) - len(key)] + renamed[key]
+        raise UserError(f"{source}: '{dotted}' is now called '{new}' (one name for a setting across dv's stages); "
+                        f"rename it")
 
 
 def _type_name(tp: Any) -> str:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 class ClusterConfig(StageConfig):
     """Settings of ``dv cluster``."""
 
+    RENAMED = {"centroids": "kmeans"}
+
     features: list[Path]  # feature folders written by `dv extract-units` (all shards of one extraction)
     out: Path  # output folder: units.tsv, centroids.npy, meta.json
     k: int = 1000  # clusters = unit vocabulary size
@@ -49,7 +51,7 @@ class ClusterConfig(StageConfig):
     seed_points_per_centroid: int = 4  # k-means++ runs on this many points per seeded centre
     points_per_centroid: int = 64  # the Lloyd iterations run on this many points per cluster
     full_iterations: int = 1  # final assign-and-average passes over all training frames
-    centroids: Path | None = None  # use these centroids (.npy, km.bin or a cluster folder) instead of fitting
+    kmeans: Path | None = None  # use these centroids (.npy, km.bin or a cluster folder) instead of fitting
     dedup: bool = False  # also write units.dedup.tsv + durations.tsv
     batch_frames: int = 65536  # frames labelled per batch
 
@@ -161,16 +163,16 @@ def run(config: ClusterConfig) -> ClusterResult:
         raise path_error(stores[0].folder, "holds no frames to cluster")
 
     train_frames, fit_seconds, fit_inertia = 0, 0.0, float("nan")
-    if config.centroids is not None:
-        centroids, source = load_centroids(config.centroids)
+    if config.kmeans is not None:
+        centroids, source = load_centroids(config.kmeans)
         if centroids.shape[1] != stores[0].dim:
             raise path_error(
-                config.centroids,
+                config.kmeans,
                 f"centroids have dimension {centroids.shape[1]}, the features "
                 f"{stores[0].dim} (k-means trained on other features?)",
             )
-        check_same_features(config.centroids, source, info)
-        log.info("labelling with %d given centroids from %s", len(centroids), config.centroids)
+        check_same_features(config.kmeans, source, info)
+        log.info("labelling with %d given centroids from %s", len(centroids), config.kmeans)
     else:
         if config.k > total_frames:
             raise UserError(
@@ -204,8 +206,8 @@ def run(config: ClusterConfig) -> ClusterResult:
     units, inertia = label_stores(stores, centroids, device=device, batch_frames=config.batch_frames)
     out = Path(config.out)
     inputs = {f"features{i}": s.folder.resolve() for i, s in enumerate(stores)}
-    if config.centroids is not None:
-        inputs["centroids"] = Path(config.centroids).resolve()
+    if config.kmeans is not None:
+        inputs["kmeans"] = Path(config.kmeans).resolve()
     with stage_output(out, stage="cluster", config=config, inputs=inputs) as tmp:
         np.save(tmp / "centroids.npy", centroids)
         files = write_unit_files(tmp, units, dedup=config.dedup)

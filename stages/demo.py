@@ -139,7 +139,7 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             pretrain_speaker.PretrainSpeakerConfig,
             EXAMPLES / "pretrain_speaker_tiny.yaml",
             # The demo reads the clean and 0 dB EERs only and needs no embedding export.
-            values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, "noisy_snrs": (config.snr,),
+            values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, "snrs": (config.snr,),
                     "export_embeddings": False, **common},
         )
 

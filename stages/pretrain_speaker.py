@@ -75,6 +75,8 @@ _AUGMENT_STREAM = 0x5EED
 class PretrainSpeakerConfig(StageConfig):
     """Settings of ``dv pretrain-speaker``."""
 
+    RENAMED = {"lr": "learning_rate", "scale": "aam_scale", "margin": "aam_margin", "noisy_snrs": "snrs"}
+
     manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are unseen speakers
     out: Path = Path("runs/campplus")  # output folder
     model: Literal["campplus", "tiny"] = "campplus"  # architecture preset (tiny = small CAM++ for CPU demos)
@@ -85,19 +87,19 @@ class PretrainSpeakerConfig(StageConfig):
     utterances_per_speaker: int = 2  # crops per speaker in a batch (batches are speaker-balanced)
     crop_seconds: float = 3.0  # length of the random training crops
     optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (momentum 0.9, Nesterov) as 3D-Speaker, or AdamW
-    lr: float = 0.1  # peak learning rate
+    learning_rate: float = 0.1  # peak learning rate
     weight_decay: float = 1e-4  # L2 / decoupled weight decay
     warmup: float = 0.05  # fraction of the steps spent warming the learning rate up linearly
     min_lr_ratio: float = 0.005  # final learning rate of the cosine decay, relative to the peak
-    scale: float = 32.0  # AAM-Softmax logit scale
-    margin: float = 0.2  # final AAM-Softmax margin (radians)
+    aam_scale: float = 32.0  # AAM-Softmax logit scale
+    aam_margin: float = 0.2  # final AAM-Softmax margin (radians)
     margin_ramp: tuple[float, float] = (0.15, 0.35)  # fractions of the steps where the margin rises from 0
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # noise and reverberation
     eval_utterances: int = 4  # utterances per training speaker held out for the seen-speaker trials
     eval_speakers: int = 200  # at most this many training speakers in the seen-speaker trials
     max_trials: int = 20000  # at most this many trials per list (all target pairs first)
     trials: Path | None = None  # an extra trial list to score (dv's trial TSV: audio paths or manifest ids)
-    noisy_snrs: tuple[float, ...] = (10.0, 5.0, 0.0)  # SNRs (dB) of the noisy evaluation conditions
+    snrs: tuple[float, ...] = (10.0, 5.0, 0.0)  # SNRs (dB) of the noisy evaluation conditions
     export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
     workers: int = 2  # data-loading processes (0 = load in the training process)
@@ -224,7 +226,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     # The noisy trials use dv's one evaluation noise (dv evaluate speaker's): the training noise
     # folder's clips, else white noise; see dvcli.speaker_eval.noisy_copy.
     noise = NoiseSource(config.augment.noise_dir)
-    results = evaluate_trials(frontend.embed, sets, snrs=config.noisy_snrs, noise=noise, seed=config.seed)
+    results = evaluate_trials(frontend.embed, sets, snrs=config.snrs, noise=noise, seed=config.seed)
     table = results_table(results, titles)
     log.info("speaker verification:\n%s", table)
     if (work / "tensorboard").is_dir():
@@ -319,14 +321,14 @@ def _train(
         log.info("initialised from %s", config.init)
     else:
         encoder = CAMPPlus(_model_config(config))
-    head = AAMSoftmax(encoder.embedding_size, len(split.speakers), scale=config.scale, margin=config.margin)
+    head = AAMSoftmax(encoder.embedding_size, len(split.speakers), scale=config.aam_scale, margin=config.aam_margin)
     net = SpeakerClassifier(encoder, head).to(device)
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+            net.parameters(), lr=config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
         )
     else:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = int(config.warmup * config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup, config.steps, config.min_lr_ratio)
@@ -363,7 +365,7 @@ def _train(
             wavs, labels = wavs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.no_grad():
                 feats, _ = fbank(augmenter(wavs, gen))
-            margin = margin_at(step, config.margin, *ramp)
+            margin = margin_at(step, config.aam_margin, *ramp)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, logits = model(feats, labels, margin)
             optimizer.zero_grad(set_to_none=True)

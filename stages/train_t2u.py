@@ -64,10 +64,12 @@ METRICS_FILE = "metrics.tsv"
 class TrainT2UConfig(StageConfig):
     """Settings of ``dv train-t2u``."""
 
+    RENAMED = {"lr": "learning_rate", "size": "model", "keep_last": "keep_checkpoints"}
+
     manifest: Path  # manifest.tsv (or its folder); its text column is the source side
     units: Path  # units.tsv, or the dv cluster folder holding it (its meta.json gives k)
     out: Path  # output folder: a Hugging Face model folder plus metrics
-    size: Literal["tiny", "base"] = "tiny"  # architecture from scratch (tiny: CPU minutes; base: ~50M)
+    model: Literal["tiny", "base"] = "tiny"  # architecture from scratch (tiny: CPU minutes; base: ~50M)
     init: Path | None = None  # pretrained mBART folder (e.g. mbart-large-cc25): tokenizer + weights; overrides size
     k: int = 0  # unit vocabulary size; 0 = from the units folder's meta.json, else the largest unit + 1
     dedup: bool = True  # collapse runs of repeated units (train-joint reads collapsed units)
@@ -76,7 +78,7 @@ class TrainT2UConfig(StageConfig):
     valid_fraction: float = 0.1  # share of distinct sentences held out to measure the unit error rate
     steps: int = 3000  # optimisation steps in all
     batch_size: int = 32  # sentences per step and process
-    lr: float | None = None  # peak learning rate; None = 1e-3 (tiny), 5e-4 (base), 5e-5 (init)
+    learning_rate: float | None = None  # peak learning rate; None = 1e-3 (tiny), 5e-4 (base), 5e-5 (init)
     warmup: int = 200  # linear warm-up steps, then cosine decay
     min_lr_ratio: float = 0.02  # the learning rate decays to this fraction of the peak
     weight_decay: float = 0.01  # AdamW weight decay (not on biases and norms)
@@ -86,7 +88,7 @@ class TrainT2UConfig(StageConfig):
     eval_every: int = 500  # steps between checkpoints, each with a unit-error-rate evaluation
     eval_sentences: int = 64  # utterances decoded per evaluation, from the training and held-out sets each
     beams: int = 5  # beam width for evaluation (and the saved generation config)
-    keep_last: int = 2  # checkpoints kept while training
+    keep_checkpoints: int = 2  # checkpoints kept while training
     gpus: int = 1  # processes (one per GPU; on CPU, gloo processes sharing the cores)
     resume: bool = False  # continue from OUT.partial/ or OUT/checkpoints instead of starting over
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
@@ -341,7 +343,7 @@ def _build_model(job: _Job, state_config: dict[str, Any] | None) -> torch.nn.Mod
         return MBartForConditionalGeneration(MBartConfig.from_dict(state_config))
     if config.init is None:
         model_config = mbart_config(
-            PRESETS[config.size],
+            PRESETS[config.model],
             job.vocab_tokens,
             dropout=0.1 if config.dropout is None else config.dropout,
             pad_id=vocab.pad_id,
@@ -367,16 +369,16 @@ def _build_model(job: _Job, state_config: dict[str, Any] | None) -> torch.nn.Mod
 
 
 def _default_lr(config: TrainT2UConfig) -> float:
-    if config.lr is not None:
-        return config.lr
-    return 5e-5 if config.init is not None else {"tiny": 1e-3, "base": 5e-4}[config.size]
+    if config.learning_rate is not None:
+        return config.learning_rate
+    return 5e-5 if config.init is not None else {"tiny": 1e-3, "base": 5e-4}[config.model]
 
 
 def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
     """One training process: returns (on rank 0) the loss history, metrics and timing."""
     quiet_transformers()
     config, vocab = job.config, job.vocab
-    manager = CheckpointManager(job.work / "checkpoints", kind=CHECKPOINT_KIND, keep_last=config.keep_last)
+    manager = CheckpointManager(job.work / "checkpoints", kind=CHECKPOINT_KIND, keep_last=config.keep_checkpoints)
     latest = manager.latest() if job.resume else None
     state = manager.load(latest, restore_rng_state=False) if latest is not None else None
     torch.manual_seed(config.seed)

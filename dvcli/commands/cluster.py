@@ -24,10 +24,11 @@ def cluster(
     k: Annotated[Optional[int], typer.Option("--k", help="Clusters = unit vocabulary size (default 1000).")] = None,
     sample: Annotated[Optional[float], typer.Option(help="Fraction of all frames to fit on (default 0.1).")] = None,
     niter: Annotated[Optional[int], typer.Option(help="Lloyd iterations after k-means++ seeding (default 5).")] = None,
-    centroids: Annotated[
+    kmeans: Annotated[
         Optional[Path],
         typer.Option(
-            help="Label with these centroids instead of fitting: .npy, scikit-learn km.bin, or a cluster folder."
+            help="Label with these centroids instead of fitting: .npy, scikit-learn km.bin, or a cluster folder "
+            "(the same --kmeans as dv extract-units)."
         ),
     ] = None,
     dedup: Annotated[
@@ -42,7 +43,7 @@ def cluster(
 
     Example: dv cluster data/feats -o data/km --k 1000
 
-    Example: dv cluster data/feats/* -o data/km --centroids km.bin   (reuse a fairseq/textlesslib model)
+    Example: dv cluster data/feats/* -o data/km --kmeans km.bin   (reuse a fairseq/textlesslib model)
     """
     cfg = stage_config(
         stage.ClusterConfig,
@@ -53,7 +54,7 @@ def cluster(
         k=k,
         sample=sample,
         niter=niter,
-        centroids=centroids,
+        kmeans=kmeans,
         dedup=dedup,
         device=device,
         seed=seed,

@@ -29,7 +29,7 @@ def train_t2u(
         Path, typer.Option("--units", help="units.tsv, or the dv cluster folder holding it (its meta.json gives k).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (a Hugging Face model folder).", file_okay=False)],
-    size: Annotated[Optional[str], typer.Option("--size", help="tiny | base: architecture from scratch (default tiny).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="tiny | base: architecture from scratch (default tiny).")] = None,
     init: Annotated[
         Optional[Path],
         typer.Option("--init", help="Pretrained mBART folder (e.g. mbart-large-cc25): its tokenizer and weights.",
@@ -37,7 +37,9 @@ def train_t2u(
     ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps in all (default 3000).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences per step and process (default 32).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: by size; 5e-5 with --init).")] = None,
+    learning_rate: Annotated[
+        Optional[float], typer.Option("--learning-rate", help="Peak learning rate (default: by model; 5e-5 with --init).")
+    ] = None,
     dedup: Annotated[
         Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse runs of repeated units (default on).")
     ] = None,
@@ -62,11 +64,11 @@ def train_t2u(
         manifest=manifest,
         units=units,
         out=out,
-        size=size,
+        model=model,
         init=init,
         steps=steps,
         batch_size=batch_size,
-        lr=lr,
+        learning_rate=learning_rate,
         dedup=dedup,
         beams=beams,
         gpus=gpus,

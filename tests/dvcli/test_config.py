@@ -93,3 +93,27 @@ def test_saved_config_reloads_identically(tmp_path: Path) -> None:
 
 def test_config_keys_lists_nested_keys() -> None:
     assert "model.hidden" in config_keys(Toy) and "seed" in config_keys(Toy)
+
+
+@pytest.mark.parametrize(
+    "cls_path,old,new",
+    [
+        ("stages.pretrain_speaker:PretrainSpeakerConfig", "lr", "learning_rate"),
+        ("stages.pretrain_speaker:PretrainSpeakerConfig", "noisy_snrs", "snrs"),
+        ("stages.pretrain_speaker:PretrainSpeakerConfig", "scale", "aam_scale"),
+        ("stages.train_t2u:TrainT2UConfig", "size", "model"),
+        ("stages.train_t2u:TrainT2UConfig", "keep_last", "keep_checkpoints"),
+        ("stages.cluster:ClusterConfig", "centroids", "kmeans"),
+    ],
+)
+def test_old_setting_names_are_refused_naming_the_new_one(cls_path: str, old: str, new: str, tmp_path: Path) -> None:
+    """One name per setting across the trainers; a YAML or --set with the old name says what it became."""
+    import importlib
+
+    module, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    (tmp_path / "old.yaml").write_text(f"{old}: 1\n")
+    with pytest.raises(UserError, match=rf"'{old}' is now called '{new}'"):
+        load_config(cls, tmp_path / "old.yaml")
+    with pytest.raises(UserError, match=rf"--set: '{old}' is now called '{new}'"):
+        load_config(cls, overrides=[f"{old}=1"])

@@ -51,7 +51,7 @@ def test_centroids_from_a_scikit_learn_km_bin(feats: Path, tmp_path: Path) -> No
     x = np.concatenate([a for _, a in FeatureStore(feats)]).astype(np.float32)
     km = MiniBatchKMeans(n_clusters=5, n_init=1, random_state=0).fit(x)
     joblib.dump(km, tmp_path / "km.bin")
-    result = run(ClusterConfig(features=[feats], out=tmp_path / "km", centroids=tmp_path / "km.bin"))
+    result = run(ClusterConfig(features=[feats], out=tmp_path / "km", kmeans=tmp_path / "km.bin"))
     units = read_units(result.out)
     assert (
         result.k == 5 and np.concatenate([units[i] for i in FeatureStore(feats).ids]).tolist() == km.predict(x).tolist()
@@ -66,7 +66,7 @@ def test_bad_inputs(feats: Path, tmp_path: Path) -> None:
         run(ClusterConfig(features=[feats], out=tmp_path / "o", k=frames // 2, sample=0.1))
     np.save(tmp_path / "c.npy", np.zeros((4, 7), np.float32))
     with pytest.raises(UserError, match="centroids have dimension 7, the features 39"):
-        run(ClusterConfig(features=[feats], out=tmp_path / "o", centroids=tmp_path / "c.npy"))
+        run(ClusterConfig(features=[feats], out=tmp_path / "o", kmeans=tmp_path / "c.npy"))
     broken = tmp_path / "broken"
     shutil.copytree(feats, broken)
     (broken / "feats-00000.npy").unlink()

@@ -34,7 +34,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(manifest: Path, out: Path, **overrides: object) -> PretrainSpeakerConfig:
     settings: dict = dict(
         manifest=manifest, out=out, model="tiny", batch_size=16, utterances_per_speaker=2, crop_seconds=1.0,
-        optimizer="adamw", lr=3e-3, workers=0, noisy_snrs=(5.0,), export_embeddings=False, eval_utterances=3,
+        optimizer="adamw", learning_rate=3e-3, workers=0, snrs=(5.0,), export_embeddings=False, eval_utterances=3,
         device="cpu", log_every=5,
     )
     settings.update(overrides)
@@ -43,7 +43,7 @@ def _config(manifest: Path, out: Path, **overrides: object) -> PretrainSpeakerCo
 
 def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) -> None:
     baseline = run(_config(manifest, tmp_path / "random", steps=0))
-    trained = run(_config(manifest, tmp_path / "trained", steps=40, margin=0.0))
+    trained = run(_config(manifest, tmp_path / "trained", steps=40, aam_margin=0.0))
     losses = [row[1] for row in trained.history]
     assert len(losses) == 8 and losses[-1] < 0.4 * losses[0]
     assert trained.eer["seen"]["clean"] < baseline.eer["seen"]["clean"]
@@ -61,7 +61,7 @@ def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) ->
 
 
 def test_resume_reproduces_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
-    settings = dict(steps=6, batch_size=8, checkpoint_every=3, keep_checkpoints=5, noisy_snrs=(), log_every=1)
+    settings = dict(steps=6, batch_size=8, checkpoint_every=3, keep_checkpoints=5, snrs=(), log_every=1)
     full = run(_config(manifest, tmp_path / "full", **settings))
     # A run killed after step 3 leaves its checkpoint in OUT.partial; resume from there.
     partial = work_folder(tmp_path / "resumed") / "checkpoints"
@@ -76,7 +76,7 @@ def test_resume_reproduces_the_uninterrupted_run(manifest: Path, tmp_path: Path)
 
 
 def test_two_processes_over_gloo(manifest: Path, tmp_path: Path) -> None:
-    result = run(_config(manifest, tmp_path / "ddp", steps=2, batch_size=4, gpus=2, noisy_snrs=(), log_every=1))
+    result = run(_config(manifest, tmp_path / "ddp", steps=2, batch_size=4, gpus=2, snrs=(), log_every=1))
     assert [row[0] for row in result.history] == [1, 2]
     assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-00000002.pt").is_file()
 
@@ -87,7 +87,7 @@ def test_cli_evaluates_an_init_bin_and_exports_embeddings(manifest: Path, tmp_pa
     out = tmp_path / "eval"
     result = runner.invoke(app, [
         "pretrain-speaker", str(manifest), "-o", str(out), "--init", str(tmp_path / "campplus_tiny.bin"),
-        "--steps", "0", "--device", "cpu", "--set", "noisy_snrs=[10]", "--set", "eval_utterances=3",
+        "--steps", "0", "--device", "cpu", "--set", "snrs=[10]", "--set", "eval_utterances=3",
     ])
     assert result.exit_code == 0, result.output
     assert "10 dB" in result.stderr and "EER seen" in result.stderr
@@ -144,7 +144,7 @@ def test_evaluate_speaker_reads_the_trials_pretrain_speaker_writes_and_agrees(ma
     torch.manual_seed(0)
     torch.save(CAMPPlus(CAMPPlusConfig.tiny()).state_dict(), tmp_path / "campplus_tiny.bin")
     trained = run(_config(manifest, tmp_path / "spk", steps=0, init=tmp_path / "campplus_tiny.bin",
-                          noisy_snrs=(5.0, 0.0)))
+                          snrs=(5.0, 0.0)))
     trials = tmp_path / "spk" / "trials" / "unseen.tsv"
     assert trials.read_text().startswith("enrol\ttest\tlabel\tcondition\n")
     result = runner.invoke(app, [

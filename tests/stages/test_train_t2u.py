@@ -29,7 +29,7 @@ from stages.train_t2u import TrainT2UConfig, run, work_folder
 runner = CliRunner()
 
 #: Short sentences (28-56 units after deduplication): the fast overfitting test.
-FAST = dict(steps=120, batch_size=6, lr=2e-3, warmup=30, eval_every=120, device="cpu")
+FAST = dict(steps=120, batch_size=6, learning_rate=2e-3, warmup=30, eval_every=120, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_init_from_a_pretrained_mbart_folder(tmp_path: Path) -> None:
     texts = [normalize_text(u.text) for u in read_manifest(manifest)]
     pretrained, tokenizer = _pretrained_mbart(tmp_path / "mbart", texts)
     result = run(TrainT2UConfig(manifest=manifest, units=units, out=tmp_path / "out", init=tmp_path / "mbart",
-                                steps=2, lr=1e-9, warmup=0, batch_size=4, beams=1, eval_sentences=1,
+                                steps=2, learning_rate=1e-9, warmup=0, batch_size=4, beams=1, eval_sentences=1,
                                 valid_fraction=0.0, device="cpu"))
     t2u = TextToUnit.load(result.out)
     vocab = t2u.vocab
@@ -249,9 +249,9 @@ def _toy_config(manifest: Path, units: Path, out: Path, **values: object) -> Tra
 
 def test_shipped_toy_recipe_is_a_valid_config() -> None:
     config = _toy_config(Path("m"), Path("u"), Path("o"))
-    assert config.speakers == [TOY_SPEAKER] and config.size == "tiny" and config.dropout == 0.0
+    assert config.speakers == [TOY_SPEAKER] and config.model == "tiny" and config.dropout == 0.0
     paper = load_config(TrainT2UConfig, LIBRITTS_RECIPE, values={"manifest": "m", "units": "u", "out": "o"})
-    assert paper.steps > 0 and paper.lr is not None and paper.lr < 1e-3  # fine-tuning a pretrained model
+    assert paper.steps > 0 and paper.learning_rate is not None and paper.learning_rate < 1e-3  # fine-tuning a pretrained model
 
 
 @pytest.fixture(scope="module")
