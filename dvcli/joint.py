@@ -29,6 +29,8 @@ from dvcli.speaker import SpeakerFrontend, load_speaker_encoder
 
 JOINT_KIND = "dino-vits"
 MODEL_FILE = "model.pt"
+#: ``dv_kind`` of the training checkpoints ``dv train-joint`` writes (``checkpoints/``), not loadable as a model.
+TRAIN_KIND = "train-joint"
 
 
 @dataclasses.dataclass

@@ -41,7 +41,7 @@ from dvcli.config import StageConfig
 from dvcli.dino import DinoConfig
 from dvcli.distributed import launch
 from dvcli.errors import UserError
-from dvcli.joint import MODEL_FILE, UnitInfo, save_joint
+from dvcli.joint import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
 from dvcli.joint_data import JointExample
 from dvcli.manifest import read_manifest
 from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
@@ -54,7 +54,6 @@ from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
 
-TRAIN_KIND = "train-joint"
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -9,6 +9,7 @@ its own generator so creating it does not consume the global RNG.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ from dvcli.augment import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
 from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, barrier, wrap_ddp
 from dvcli.errors import UserError
+from dvcli.joint import TRAIN_KIND
 from dvcli.joint_data import JointDataset, collate, random_crops
 from dvcli.joint_speaker import SpeakerStudent, apply_phase, phase_at, set_modes
 from dvcli.logs import progress
@@ -31,7 +33,6 @@ from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.speaker import SpeakerFrontend
 from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
-from stages.train_joint import TRAIN_KIND
 
 if TYPE_CHECKING:
     from stages.train_joint import Plan, TrainJointConfig
@@ -59,11 +60,36 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
         torch.set_num_threads(threads)
 
 
-def _train(
-    info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path
-) -> dict[str, Any]:
+@dataclasses.dataclass
+class _Run:
+    """Everything one process trains with, built by :func:`_setup`."""
+
+    info: DistInfo
+    config: TrainJointConfig
+    plan: Plan
+    generator: torch.nn.Module  # the bare VITS generator (the trainer holds its DDP wrapper)
+    encoder: CAMPPlus
+    student: SpeakerStudent  # encoder + sidecar head
+    teacher: torch.nn.Module | None  # DINO's EMA teacher
+    dino_loss: DinoLoss | None
+    sidecar: str  # dino | aam | none
+    trainer: VitsTrainer
+    manager: CheckpointManager
+    sampler: DistributedBucketSampler
+    loader: torch.utils.data.DataLoader
+    augmenter: Augmenter
+    writer: Any  # TensorBoard SummaryWriter on rank 0, else None
+    sample_rate: int  # VITS output rate
+
+    @property
+    def per_epoch(self) -> int:
+        return len(self.sampler)
+
+
+def _setup(info: DistInfo, config: TrainJointConfig, plan: Plan, work: Path) -> _Run:
+    """Models, optimisers, data and logging of one process (the same initial weights on every one)."""
     device = info.device
-    torch.manual_seed(config.seed)  # the same initial weights on every process
+    torch.manual_seed(config.seed)
     vits_config = VitsConfig(**plan.vits)
     generator, discriminator = build(vits_config, device)
     encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
@@ -98,19 +124,7 @@ def _train(
         if config.freeze_speaker
         else [{"params": list(student.parameters()), "lr": config.speaker_lr or config.learning_rate}]
     )
-    generator_ddp, discriminator_ddp = wrap_ddp(generator, info), wrap_ddp(discriminator, info)
-    trainer = VitsTrainer(generator_ddp, discriminator_ddp, step_config, extra_parameters=extra)
-
-    manager = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND, keep_last=config.keep_checkpoints)
-    start, history = 0, []
-    if resume_from is not None:
-        state = manager.load(resume_from)  # also restores the global RNG states
-        trainer.load_state_dict(state["trainer"])
-        student.load_state_dict(state["student"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-            dino_loss.load_state_dict(state["dino_loss"])
-        start, history = int(state["step"]), [dict(row) for row in state["history"]]
+    trainer = VitsTrainer(wrap_ddp(generator, info), wrap_ddp(discriminator, info), step_config, extra_parameters=extra)
 
     dataset = JointDataset(plan.examples, vits_config.sample_rate)
     sampler = DistributedBucketSampler(
@@ -121,8 +135,7 @@ def _train(
         seed=config.seed,
         drop_last=True,
     )
-    per_epoch = len(sampler)
-    if per_epoch == 0:
+    if len(sampler) == 0:
         raise UserError(f"batch_size {config.batch_size} x {info.world_size} processes is more than the data holds")
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -133,115 +146,154 @@ def _train(
         generator=torch.Generator().manual_seed(config.seed),
         persistent_workers=False,
     )
-    augmenter = Augmenter(config.augment, speech=[e.audio for e in plan.examples[:500]])
-    writer = summary_writer(work) if info.is_main else None
-    total = config.steps
-    phase, student_module = None, student
+    return _Run(
+        info=info,
+        config=config,
+        plan=plan,
+        generator=generator,
+        encoder=encoder,
+        student=student,
+        teacher=teacher,
+        dino_loss=dino_loss,
+        sidecar=sidecar,
+        trainer=trainer,
+        manager=CheckpointManager(work / "checkpoints", kind=TRAIN_KIND, keep_last=config.keep_checkpoints),
+        sampler=sampler,
+        loader=loader,
+        augmenter=Augmenter(config.augment, speech=[e.audio for e in plan.examples[:500]]),
+        writer=summary_writer(work) if info.is_main else None,
+        sample_rate=vits_config.sample_rate,
+    )
+
+
+def _restore(run: _Run, resume_from: Path) -> tuple[int, list[dict[str, float]]]:
+    """Load a training checkpoint into ``run`` (and the global RNG states); the step and history."""
+    state = run.manager.load(resume_from)
+    run.trainer.load_state_dict(state["trainer"])
+    run.student.load_state_dict(state["student"])
+    if run.teacher is not None:
+        run.teacher.load_state_dict(state["teacher"])
+        run.dino_loss.load_state_dict(state["dino_loss"])  # type: ignore[union-attr]
+    return int(state["step"]), [dict(row) for row in state["history"]]
+
+
+def _save(run: _Run, step: int, history: list[dict[str, float]]) -> None:
+    """Rank 0 writes the checkpoint of ``step``; every process waits for it."""
+    if run.info.is_main:
+        run.manager.save(
+            step,
+            {
+                "trainer": run.trainer.state_dict(),
+                "student": run.student.state_dict(),
+                "teacher": run.teacher.state_dict() if run.teacher is not None else {},
+                "dino_loss": run.dino_loss.state_dict() if run.dino_loss is not None else {},
+                "vits_config": run.plan.vits,
+                "speaker_config": run.plan.speaker_init["model_config"],
+                "speakers": run.plan.speakers,
+                "history": history,
+            },
+        )
+    barrier()
+
+
+def _step(
+    run: _Run, student_module: torch.nn.Module, batch: Any, speakers: torch.Tensor, step: int
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimisation step: reference and sidecar views, the sidecar loss, the VITS step, the EMA.
+
+    Returns the step's statistics and the conditioning embedding ``(B, D)``.
+    """
+    config, device = run.config, run.info.device
+    views_gen = step_generator(config.seed ^ _VIEW_STREAM, step, run.info.rank, device=device)
+    wav16, len16 = batch.wav, batch.wav_lengths
+    if run.sample_rate != SPEAKER_RATE:
+        wav16 = resample(batch.wav, run.sample_rate, SPEAKER_RATE)
+        len16 = (batch.wav_lengths * SPEAKER_RATE) // run.sample_rate
+    ref_len = min(int(len16.min()), int(config.ref_seconds * SPEAKER_RATE))
+    reference = random_crops(wav16, len16, ref_len, views_gen)
+    if config.ref_augment:
+        reference = run.augmenter(reference, views_gen)
+    views = labels = None
+    if run.sidecar != "none":
+        crop = int(config.crop_seconds * SPEAKER_RATE)
+        views = torch.cat(
+            [run.augmenter(random_crops(wav16, len16, crop, views_gen), views_gen) for _ in range(2)]
+        )  # (2B, crop): crop 1 rows, then crop 2 rows
+        labels = speakers.repeat(2)
+    with run.trainer.autocast():
+        embedding, _, side = student_module(reference, views, labels, config.aam_margin)
+    row: dict[str, float] = {}
+    extra_loss = None
+    if run.sidecar == "dino":
+        run.teacher.train()  # type: ignore[union-attr]  # batch statistics, as DINO's teachers
+        with torch.no_grad(), run.trainer.autocast():
+            target = run.teacher(views)  # type: ignore[misc]
+        loss_s, dino_stats = run.dino_loss(list(side.chunk(2)), list(target.chunk(2)), step)  # type: ignore[misc]
+        row.update(loss_dino=float(loss_s.detach()), **dino_stats)
+        extra_loss = config.speaker_loss_weight * loss_s
+    elif run.sidecar == "aam":
+        row["loss_aam"] = float(side.detach())
+        extra_loss = config.speaker_loss_weight * side
+    stats = run.trainer.step(
+        batch, embedding.float(), extra_loss=extra_loss, rng=step_generator(config.seed, step, run.info.rank, device=device)
+    )
+    if run.teacher is not None and not stats["skipped"]:
+        momentum = teacher_momentum(step, config.steps, config.dino.momentum_start, config.dino.momentum_end)
+        ema_update(run.teacher, run.student.dino_branch(), momentum)
+        row["teacher_momentum"] = momentum
+    row.update(stats, grad_norm_speaker=grad_norm(run.student.parameters()), embedding_std=embedding_std(embedding))
+    return row, embedding
+
+
+def _train(
+    info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path
+) -> dict[str, Any]:
+    run = _setup(info, config, plan, work)
+    start, history = _restore(run, resume_from) if resume_from is not None else (0, [])
+    total, phase, student_module = config.steps, None, run.student
     window: list[dict[str, float]] = []
     step, started, steps_done = start, time.perf_counter(), 0
-    crop = int(config.crop_seconds * SPEAKER_RATE)
-
     with progress() if info.is_main else contextlib.nullcontext() as bar:
         task = bar.add_task("joint training", total=total, completed=start) if bar else None
         while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            sampler.set_epoch(epoch, offset)
-            for batch, speakers in loader:
+            epoch, offset = divmod(step, run.per_epoch)
+            run.sampler.set_epoch(epoch, offset)
+            for batch, speakers in run.loader:
                 now = phase_at(step, config.phase1_steps, config.freeze_speaker)
                 if now != phase:
                     phase = now
-                    trained = apply_phase(student, phase)
+                    trained = apply_phase(run.student, phase)
                     log.info("step %d: speaker encoder phase %s (%d encoder tensors train)", step, phase, len(trained))
                     # DDP registers the parameters that need gradients when it is built: rebuild it.
-                    student_module = wrap_ddp(student, info) if phase != "frozen" else student
-                set_modes(student, phase)
-                batch = batch.to(device)
-                speakers = speakers.to(device)
-                views_gen = step_generator(config.seed ^ _VIEW_STREAM, step, info.rank, device=device)
-                wav16, len16 = batch.wav, batch.wav_lengths
-                if vits_config.sample_rate != SPEAKER_RATE:
-                    wav16 = resample(batch.wav, vits_config.sample_rate, SPEAKER_RATE)
-                    len16 = (batch.wav_lengths * SPEAKER_RATE) // vits_config.sample_rate
-                ref_len = min(int(len16.min()), int(config.ref_seconds * SPEAKER_RATE))
-                reference = random_crops(wav16, len16, ref_len, views_gen)
-                if config.ref_augment:
-                    reference = augmenter(reference, views_gen)
-                views = labels = None
-                if sidecar != "none":
-                    views = torch.cat(
-                        [augmenter(random_crops(wav16, len16, crop, views_gen), views_gen) for _ in range(2)]
-                    )  # (2B, crop): crop 1 rows, then crop 2 rows
-                    labels = speakers.repeat(2)
-                with trainer.autocast():
-                    embedding, _, side = student_module(reference, views, labels, config.aam_margin)
-                row: dict[str, float] = {}
-                extra_loss = None
-                if sidecar == "dino":
-                    teacher.train()  # batch statistics, as DINO's teachers
-                    with torch.no_grad(), trainer.autocast():
-                        target = teacher(views)
-                    loss_s, dino_stats = dino_loss(list(side.chunk(2)), list(target.chunk(2)), step)
-                    row.update(loss_dino=float(loss_s.detach()), **dino_stats)
-                    extra_loss = config.speaker_loss_weight * loss_s
-                elif sidecar == "aam":
-                    row["loss_aam"] = float(side.detach())
-                    extra_loss = config.speaker_loss_weight * side
-                stats = trainer.step(
-                    batch,
-                    embedding.float(),
-                    extra_loss=extra_loss,
-                    rng=step_generator(config.seed, step, info.rank, device=device),
-                )
-                if teacher is not None and not stats["skipped"]:
-                    momentum = teacher_momentum(step, total, config.dino.momentum_start, config.dino.momentum_end)
-                    ema_update(teacher, student.dino_branch(), momentum)
-                    row["teacher_momentum"] = momentum
-                row.update(
-                    stats, grad_norm_speaker=grad_norm(student.parameters()), embedding_std=embedding_std(embedding)
-                )
+                    student_module = wrap_ddp(run.student, info) if phase != "frozen" else run.student
+                set_modes(run.student, phase)
+                batch, speakers = batch.to(info.device), speakers.to(info.device)
+                row, embedding = _step(run, student_module, batch, speakers, step)
                 window.append(row)
                 step += 1
                 steps_done += 1
-                if step % per_epoch == 0:
-                    trainer.end_epoch()
-
+                if step % run.per_epoch == 0:
+                    run.trainer.end_epoch()
                 if step % config.log_every == 0 or step == total:
-                    history.append(_log_window(window, step, writer))
+                    history.append(_log_window(window, step, run.writer))
                     window = []
-                if writer is not None and (step % config.sample_every == 0 or step == total):
-                    _log_samples(writer, trainer, generator, batch, embedding, step)
+                if run.writer is not None and (step % config.sample_every == 0 or step == total):
+                    _log_samples(run.writer, run.trainer, run.generator, batch, embedding, step)
                 if step % config.checkpoint_every == 0 or step == total:
-                    if info.is_main:
-                        manager.save(
-                            step,
-                            {
-                                "trainer": trainer.state_dict(),
-                                "student": student.state_dict(),
-                                "teacher": teacher.state_dict() if teacher is not None else {},
-                                "dino_loss": dino_loss.state_dict() if dino_loss is not None else {},
-                                "vits_config": plan.vits,
-                                "speaker_config": plan.speaker_init["model_config"],
-                                "speakers": plan.speakers,
-                                "history": history,
-                            },
-                        )
-                    barrier()
+                    _save(run, step, history)
                 if bar is not None:
                     rate = steps_done / max(1e-9, time.perf_counter() - started)
-                    bar.update(
-                        task,
-                        advance=1,
-                        description=(f"joint training ({phase}) mel {stats['loss_mel']:.3f} {rate:.2f} steps/s"),
-                    )
+                    bar.update(task, advance=1,
+                               description=f"joint training ({phase}) mel {row['loss_mel']:.3f} {rate:.2f} steps/s")
                 if step >= total:
                     break
-    if writer is not None:
-        writer.close()
+    if run.writer is not None:
+        run.writer.close()
     return {
         "history": history,
         "step": step,
-        "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
-        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "generator": {k: v.detach().cpu() for k, v in run.generator.state_dict().items()},
+        "encoder": {k: v.detach().cpu() for k, v in run.encoder.state_dict().items()},
     }
 
 
