@@ -23,6 +23,10 @@ from dvcli.errors import UserError, path_error
 
 #: The sample rate every model in dv reads (HuBERT, CAM++) and the default output rate.
 SAMPLE_RATE = 16000
+#: Audio files dv picks up in folders (corpora, noise and impulse-response folders): all read by libsndfile.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph", ".aiff", ".aif")
+#: Formats dv writes (``dv synthesize -o clip.wav``).
+OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +150,39 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         raise path_error(path, f"unknown audio format '.{suffix.lower()}'", "use .wav, .flac or .ogg")
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, format=file_format, subtype=subtype or default_subtype)
+
+
+def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
+    """Audio files (:data:`AUDIO_SUFFIXES`) below ``folder``, sorted.
+
+    With ``rirs``: in an RIRS_NOISES tree, only the impulse responses (paths mentioning ``rir``,
+    never files named ``*noise*``); any other folder: every audio file.
+
+    Raises:
+        UserError: the folder is missing or holds no audio.
+    """
+    if not folder.is_dir():
+        raise UserError(f"{folder}: folder not found (give a folder of {'impulse responses' if rirs else 'noise files'})")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if rirs:
+        named = [p for p in found if "rir" in str(p.relative_to(folder)).lower() and "noise" not in p.name.lower()]
+        found = named or found
+    if not found:
+        raise UserError(f"{folder}: no audio files found (expected .wav/.flac files below it)")
+    return found
+
+
+def tile_to(wav: torch.Tensor, samples: int) -> torch.Tensor:
+    """``(T,)`` repeated end to end and cut to exactly ``samples`` samples (``T`` >= 1).
+
+    Raises:
+        ValueError: an empty clip.
+    """
+    if wav.shape[0] == 0:
+        raise ValueError("cannot tile an empty clip")
+    if wav.shape[0] >= samples:
+        return wav[:samples]
+    return wav.repeat(-(-samples // wav.shape[0]))[:samples]
 
 
 def _reason(err: Exception) -> str:

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import torch
 
-from dvcli.audio import SAMPLE_RATE, audio_info, load_audio
+from dvcli.audio import SAMPLE_RATE, audio_info, find_audio, load_audio, tile_to
 from dvcli.errors import UserError
 
 log = logging.getLogger(__name__)
 
 #: Generated noise kinds (used when no noise folder is given).
 NOISE_KINDS = ("white", "pink", "brown", "babble", "hum", "rumble")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".sph", ".aiff", ".aif")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -215,26 +214,6 @@ def generated_rirs(
 # -- audio from folders ---------------------------------------------------------------------------
 
 
-def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
-    """Audio files below ``folder``, sorted.
-
-    With ``rirs``: in an RIRS_NOISES tree, only the impulse responses (paths mentioning ``rir``,
-    never files named ``*noise*``); any other folder: every audio file.
-
-    Raises:
-        UserError: the folder is missing or holds no audio.
-    """
-    if not folder.is_dir():
-        raise UserError(f"{folder}: folder not found (give a folder of {'impulse responses' if rirs else 'noise files'})")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    if rirs:
-        named = [p for p in found if "rir" in str(p.relative_to(folder)).lower() and "noise" not in p.name.lower()]
-        found = named or found
-    if not found:
-        raise UserError(f"{folder}: no audio files found (expected .wav/.flac files below it)")
-    return found
-
-
 class ClipBank:
     """Random fixed-length excerpts of a list of audio files (or in-memory clips).
 
@@ -286,9 +265,7 @@ class ClipBank:
         else:
             wav = load_audio(clip, self.rate, offset=start / self.rate, duration=samples / self.rate)
         wav = wav.float()
-        if wav.shape[0] < samples:
-            wav = wav.repeat(math.ceil(samples / max(1, wav.shape[0])))[:samples]
-        return wav
+        return tile_to(wav, samples) if wav.shape[0] < samples else wav
 
     def whole(self, index: int, max_samples: int) -> torch.Tensor:
         """Clip ``index`` from its start, at most ``max_samples`` long (for impulse responses)."""

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dvcli.atomic import atomic_write_bytes
-from dvcli.audio import SAMPLE_RATE
+from dvcli.audio import SAMPLE_RATE, tile_to
 from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.errors import UserError, path_error
 from dvcli.features.fbank import KaldiFbank
@@ -191,9 +191,7 @@ class SpeakerFrontend(nn.Module):
     def _tile(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.numel() == 0:
             raise ValueError("cannot embed an empty clip")
-        if clip.shape[0] >= self.min_samples:
-            return clip
-        return clip.repeat(-(-self.min_samples // clip.shape[0]))[: self.min_samples]
+        return clip if clip.shape[0] >= self.min_samples else tile_to(clip, self.min_samples)
 
 
 def export_onnx(encoder: CAMPPlus, path: str | Path | None = None) -> bytes:

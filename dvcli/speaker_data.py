@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from dvcli.audio import SAMPLE_RATE, load_audio
+from dvcli.audio import SAMPLE_RATE, load_audio, tile_to
 from dvcli.manifest import Utterance
 from dvcli.training import step_generator
 
@@ -57,6 +57,4 @@ class SpeakerCrops(torch.utils.data.Dataset):
             wav = load_audio(utt.audio, offset=start_fraction * spare, duration=self.crop / SAMPLE_RATE)
         else:
             wav = load_audio(utt.audio)
-        if wav.shape[0] < self.crop:
-            wav = wav.repeat(math.ceil(self.crop / wav.shape[0]))
-        return wav[: self.crop]
+        return tile_to(wav, self.crop)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from dvcli.audio import audio_info
+from dvcli.audio import AUDIO_SUFFIXES, audio_info
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
 from dvcli.logs import track
@@ -36,8 +36,6 @@ from dvcli.outputs import add_meta, stage_output
 
 log = logging.getLogger(__name__)
 
-#: Audio suffixes the folder layout picks up (all read by libsndfile).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
 CorpusFormat = Literal["auto", "folder", "ljspeech", "vctk", "libritts"]
 
 

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from dvcli.audio import save_audio
+from dvcli.audio import OUTPUT_SUFFIXES, save_audio
 from dvcli.config import StageConfig
 from dvcli.errors import UserError, path_error
 from dvcli.joint import JointModel, load_joint
@@ -37,7 +37,7 @@ from dvcli.manifest import read_units
 from dvcli.outputs import add_meta, stage_output
 from dvcli.reference import ReferenceOptions, load_reference
 from dvcli.runtime import resolve_device, seed_everything
-from dvcli.synthesis import Synthesizer, SynthesisControls, text_chunks
+from dvcli.synthesis import SynthesisControls, Synthesizer, text_chunks
 from dvcli.text import normalize_text
 from dvcli.units import deduplicate
 
@@ -47,7 +47,6 @@ SYNTH_FILE = "synth.tsv"
 SYNTH_COLUMNS = ["id", "text", "ref", "condition", "out", "seconds", "rtf"]
 #: Columns of a batch list that hold paths (resolved against the list's folder, written absolute).
 PATH_COLUMNS = ("ref", "ref_clean")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -189,9 +188,9 @@ def _check_modes(config: SynthesizeConfig) -> None:
         raise UserError("give only one of --text, --text-file and --units")
     if config.ref is None:
         raise UserError("give the voice to clone with --ref clip.wav")
-    if config.out.suffix.lower() not in AUDIO_SUFFIXES:
+    if config.out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise path_error(config.out, "output of one text must be a sound file",
-                         f"end it in {' or '.join(AUDIO_SUFFIXES)}; use --batch for a folder")
+                         f"end it in {' or '.join(OUTPUT_SUFFIXES)}; use --batch for a folder")
 
 
 def _single_item(config: SynthesizeConfig) -> _Item:

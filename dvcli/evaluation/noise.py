@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dvcli import augment
-from dvcli.audio import load_audio
+from dvcli.audio import find_audio, load_audio
 
 
 def mix_at_snr(
@@ -66,7 +66,7 @@ class NoiseSource:
     def __init__(self, folder: Path | None = None) -> None:
         self.files: Sequence[Path] = []
         if folder is not None:
-            self.files = augment.find_audio(Path(folder))
+            self.files = find_audio(Path(folder))
         self.name = "noise" if self.files else "white"
         self._cache: dict[Path, np.ndarray] = {}
 

@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from dvcli.audio import find_audio, tile_to
 from dvcli.augment import (
     NOISE_KINDS,
     AugmentConfig,
     Augmenter,
     apply_rir,
-    find_audio,
     generated_rirs,
     mix_at_snr,
 )
@@ -143,3 +143,11 @@ def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no audio files"):
         Augmenter(AugmentConfig(rir_dir=tmp_path / "empty"))
+
+
+def test_tile_to_repeats_and_cuts_to_the_length() -> None:
+    wav = torch.arange(3.0)
+    assert tile_to(wav, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert tile_to(wav, 2).tolist() == [0, 1] and tile_to(wav, 3).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="empty"):
+        tile_to(torch.zeros(0), 4)
