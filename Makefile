@@ -2,6 +2,7 @@
 #   make demo   - install into .venv if needed, then run the whole pipeline on the toy corpus
 #   make test   - install into .venv if needed, then run the test suite
 # and one for maintainers:
+#   make lint   - ruff check (pyflakes, import order: pyproject.toml's [tool.ruff.lint])
 #   make lock   - re-resolve every dependency into constraints.txt (after editing pyproject.toml's
 #                 dependencies, or to take newer releases on purpose; then run make test)
 VENV ?= .venv
@@ -19,7 +20,7 @@ UV_VERSION := 0.13.9
 LOCK_VENV := .venv-lock
 LOCK_PYTHON := 3.10
 
-.PHONY: demo test install lock clean
+.PHONY: demo test lint install lock clean
 
 install: $(STAMP)
 
@@ -41,6 +42,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf demo .pytest_cache

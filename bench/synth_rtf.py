@@ -101,7 +101,6 @@ def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str,
 # -- workers (run inside the Coqui venv) ------------------------------------------------------------
 def build_ours(inputs: dict[str, Any]) -> Any:
     """A random base-size joint model (generator + full CAM++), as ``load_joint`` returns one."""
-    import torch
 
     from dvcli.joint import JointModel, UnitInfo
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig

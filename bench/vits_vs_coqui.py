@@ -271,7 +271,9 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     dev = inputs["device"]
     generator, trainer = build_ours(inputs)
     coqui, optimizers, criteria = build_coqui(inputs)
-    count = lambda params: sum(p.numel() for p in params)
+    def count(params: Any) -> int:
+        return sum(p.numel() for p in params)
+
     params = {"ours": count(generator.parameters()), "ours_disc": count(trainer.discriminator.parameters()),
               "coqui": count(p for k, p in coqui.named_parameters() if not k.startswith("disc.")),
               "coqui_disc": count(coqui.disc.parameters())}

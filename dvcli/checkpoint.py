@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from dvcli.atomic import atomic_path
-from dvcli.errors import UserError, path_error
+from dvcli.errors import path_error
 
 KIND_KEY = "dv_kind"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dvcli.checkpoint import load_checkpoint
-from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig, CAMLayer, config_from_state_dict
+from dvcli.models.campplus import CAMLayer, CAMPPlus, CAMPPlusConfig, config_from_state_dict
 from dvcli.speaker import export_onnx, load_speaker_encoder
 
 

@@ -177,8 +177,9 @@ def test_checkpoint_kinds_plug_in_through_register_verifier(tmp_path: Path) -> N
 
 
 def test_campplus_checkpoints_plug_in_bare_or_nested(tmp_path: Path) -> None:
-    from dvcli.models import campplus
     from torchaudio.compliance.kaldi import fbank
+
+    from dvcli.models import campplus
     torch.manual_seed(0)
     model = campplus.CAMPPlus(campplus.CAMPPlusConfig.tiny()).eval()
     state = model.state_dict()

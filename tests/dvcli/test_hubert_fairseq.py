@@ -131,9 +131,9 @@ def reference_features(state: dict[str, torch.Tensor], wav: torch.Tensor, layer:
         p = f"encoder.layers.{n}."
 
         def attention(h: torch.Tensor) -> torch.Tensor:
-            proj = lambda name: F.linear(
-                h, state[p + f"self_attn.{name}_proj.weight"], state[p + f"self_attn.{name}_proj.bias"]
-            )  # noqa: E731
+            def proj(name: str) -> torch.Tensor:
+                return F.linear(h, state[p + f"self_attn.{name}_proj.weight"], state[p + f"self_attn.{name}_proj.bias"])
+
             q, k_, v_ = (proj(name).view(1, -1, HEADS, DIM // HEADS).transpose(1, 2) for name in ("q", "k", "v"))
             att = torch.softmax(q @ k_.transpose(-1, -2) / math.sqrt(DIM // HEADS), dim=-1) @ v_
             att = att.transpose(1, 2).reshape(1, -1, DIM)

@@ -14,7 +14,7 @@ from dvcli.errors import UserError
 from dvcli.features.fbank import KaldiFbank
 from dvcli.joint import JointModel, load_joint
 from dvcli.reference import ReferenceOptions, frame_energies_db, load_reference, prepare_reference
-from dvcli.synthesis import Synthesizer, SynthesisControls, join_with_pauses, text_chunks
+from dvcli.synthesis import SynthesisControls, Synthesizer, join_with_pauses, text_chunks
 from dvcli.testing import make_joint_model, voice
 
 #: ONNX Runtime vs PyTorch on the same inputs and noise: largest absolute difference allowed

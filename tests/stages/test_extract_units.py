@@ -125,8 +125,8 @@ def test_bad_inputs(manifest: Path, tmp_path: Path) -> None:
 def test_whisper_features_cut_long_files_into_30_second_pieces(tmp_path: Path) -> None:
     """A 65 s file is cut into pieces Whisper can read, and its frames still follow HuBERT's count."""
     from dvcli import whisper_base
-    from dvcli.testing import voice
     from dvcli.manifest import Utterance, write_manifest
+    from dvcli.testing import voice
 
     if not whisper_base.is_installed():
         pytest.skip("the eval extra (Whisper base packages) is not installed")
