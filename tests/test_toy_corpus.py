@@ -107,3 +107,36 @@ def test_toy_corpus_regenerates_byte_for_byte():
         timeout=1800,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _make_sentences(tmp_path: Path, *args: str) -> list[str]:
+    import sys
+
+    out = tmp_path / "sentences.txt"
+    subprocess.run([sys.executable, str(TOY / "make_sentences.py"), *args, "-o", str(out)], check=True, timeout=60)
+    return out.read_text(encoding="utf-8").splitlines()
+
+
+def test_make_sentences_is_seeded_distinct_and_leaves_the_test_sentences_out(tmp_path: Path) -> None:
+    sentences = _make_sentences(tmp_path, "720", "--exclude", str(TOY / "sentences.txt"))
+    assert len(sentences) == len(set(sentences)) == 720
+    assert sentences == _make_sentences(tmp_path, "720", "--exclude", str(TOY / "sentences.txt"))
+    assert sentences != _make_sentences(tmp_path, "720", "--seed", "1")
+    test_sentences = {s.lower() for s in (TOY / "sentences.txt").read_text().splitlines()}
+    assert not test_sentences & {s.lower() for s in sentences}
+    assert all(s[0].isupper() and s.endswith(".") and 4 <= len(s.split()) <= 12 for s in sentences)
+
+
+def test_make_corpus_reads_other_sentences_into_another_folder(tmp_path: Path) -> None:
+    missing = [t for t in ("flite", "espeak-ng", "sox", "flac", "bash") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install -y flite espeak-ng sox libsox-fmt-all flac)")
+    sentences = _make_sentences(tmp_path, "2")
+    out = tmp_path / "corpus"
+    subprocess.run(["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"), str(out)],
+                   check=True, capture_output=True, timeout=600)
+    assert (out / "flite_slt" / "flite_slt_002.txt").read_text().strip() == sentences[1]
+    assert len(list(out.glob("*/*.flac"))) == 2 * len(_speakers())
+    refused = subprocess.run(["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"),
+                              str(TOY)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "not over the shipped corpus" in refused.stderr

@@ -5,6 +5,9 @@
 #   bash examples/toy/make_corpus.sh [OUTDIR]   build into OUTDIR (default: this script's folder)
 #   bash examples/toy/make_corpus.sh --check    rebuild into a temporary folder and compare
 #                                               with SHA256SUMS (nothing is written here)
+#   bash examples/toy/make_corpus.sh --sentences FILE OUTDIR
+#                                               the same voices reading FILE's sentences (one per
+#                                               line, at most 999), e.g. make_sentences.py's output
 #
 # Every utterance is: synthesizer -> WAV -> sox (repeatable mode, no dither:
 # resample to 16 kHz mono 16-bit, trim silence, normalise) -> flac (fixed settings).
@@ -37,7 +40,7 @@ SPEAKERS=(
   "espeak_nyc_m7|train|m|espeak-ng -v en-us-nyc+m7 -p 20 -s 155|"
 )
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 die() { echo "make_corpus.sh: $*" >&2; exit 1; }
 
@@ -114,6 +117,13 @@ build() {
 
 mode=build
 OUTDIR="$HERE"
+if [[ "${1:-}" == --sentences ]]; then
+  [[ -n "${2:-}" && -n "${3:-}" ]] || { usage >&2; exit 1; }
+  [[ -f "$2" ]] || die "--sentences $2: no such file"
+  SENTENCES="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+  [[ "$(cd "$(dirname "$3")" 2>/dev/null && pwd)/$(basename "$3")" != "$HERE" ]] || die "write other sentences elsewhere, not over the shipped corpus"
+  shift 2
+fi
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;
   --check) mode=check ;;

@@ -54,3 +54,33 @@ if run 8; then
   dv evaluate run "$dir/synth" --ground-truth "$dir/data/manifest.tsv" --split heldout -o "$dir/report"
   cat "$dir/report/report.md"
 fi
+
+# 9-15. Towards a voice that speaks: the same ten voices reading 720 new sentences (never the 27
+# test sentences above), speaker-independent Whisper-encoder units, longer training. Needs flite,
+# espeak-ng, sox and flac (make_corpus.sh names the apt line) and the eval extra (Whisper base).
+speak="$dir/speak"
+# 9. The larger corpus: 7200 utterances, about 5 h of speech, ~10 CPU minutes.
+if run 9; then
+  python3 "$here/make_sentences.py" 720 --exclude "$here/sentences.txt" -o "$speak/sentences.txt"
+  bash "$here/make_corpus.sh" --sentences "$speak/sentences.txt" "$speak/corpus"
+fi
+if run 10; then dv prepare "$speak/corpus" -o "$speak/data"; fi
+# 11-12. Whisper base encoder features (bench/content_units.py: units that follow the words, not the voice).
+if run 11; then dv extract-units "$speak/data" -o "$speak/feats" --features whisper; fi
+if run 12; then dv cluster "$speak/feats" -o "$speak/units" --k 100 --dedup; fi
+# 13. Text-to-unit on all eight training voices' readings.
+if run 13; then
+  dv train-t2u "$speak/data/manifest.tsv" --units "$speak/units" -o "$speak/t2u" --config "$here/train_t2u_speak.yaml"
+fi
+# 14. Joint training (long: rerun with --resume and more steps to go on; bench/resynthesis.py scores
+# a checkpoint's resynthesis of training utterances with Whisper).
+if run 14; then
+  dv train-joint "$speak/data/manifest.tsv" --units "$speak/units" --speaker "$dir/speaker" -o "$speak/joint" \
+    --config "$here/train_joint_speak.yaml"
+fi
+# 15. Clone the held-out voices saying the 27 test sentences (outside all training text), clean and 0 dB.
+if run 15; then
+  dv synthesize --model "$speak/joint" --t2u "$speak/t2u" --batch "$dir/refs/batch.tsv" -o "$speak/synth"
+  dv evaluate run "$speak/synth" --ground-truth "$dir/data/manifest.tsv" --split heldout -o "$speak/report"
+  cat "$speak/report/report.md"
+fi
