@@ -99,6 +99,34 @@ def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | No
     raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
 
 
+def check_unfinished(work: Path, resume_from: Path | None) -> None:
+    """Refuse to start a new run over an unfinished one: its checkpoints would be lost.
+
+    Raises:
+        UserError: ``work/checkpoints`` holds checkpoints and the run does not resume.
+    """
+    if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
+        raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
+
+
+def start_work(work: Path, config: Any, *, resume_from: Path | None) -> None:
+    """Get ``work`` ready for the first step, the same way in every trainer.
+
+    A new run clears what a run killed before its first checkpoint left (logs), then the folder
+    gets the resolved ``config.yaml``, which is also logged, before anything trains.
+    """
+    import shutil
+
+    from dvcli.config import save_config, to_dict
+
+    if resume_from is None:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(config, work / "config.yaml")
+    log.info("resolved config: %s", to_dict(config))
+    log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
+
+
 def summary_writer(work: Path, *, purge_step: int | None = None) -> Any:
     """A TensorBoard ``SummaryWriter`` on ``work/tensorboard`` (rank 0 of a training stage).
 

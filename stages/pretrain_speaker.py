@@ -57,8 +57,10 @@ from dvcli.speaker_eval import (
 )
 from dvcli.training import (
     CheckpointManager,
+    check_unfinished,
     grad_norm,
     resume_point,
+    start_work,
     step_generator,
     summary_writer,
     warmup_cosine,
@@ -197,8 +199,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         len(split.speakers), len(split.train), len(split.seen), len(split.unseen), len({u.speaker for u in split.unseen}),
     )
     resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
-    if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
-        raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
+    check_unfinished(work, resume_from)
     trials = read_trials(Path(config.trials), {u.id: u.audio for u in utterances}) if config.trials else None
     sets, titles = _trial_sets(config, split, trials)
     # Load --init here, so a bad file fails before anything is written.
@@ -206,10 +207,7 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
 
     history: list[list[float]] = []
     if config.steps > 0 or resume_from is not None:
-        if resume_from is None:
-            shutil.rmtree(work, ignore_errors=True)  # logs of a run killed before its first checkpoint
-        work.mkdir(parents=True, exist_ok=True)
-        log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
+        start_work(work, config, resume_from=resume_from)
         init_state = init.state_dict() if init is not None else None
         history = launch(_train, config.gpus, config, split, resume_from, init_state, work, device=config.device)
         final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from

@@ -49,7 +49,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import load_speaker_encoder
-from dvcli.training import resume_point, work_folder
+from dvcli.training import check_unfinished, resume_point, start_work, work_folder
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,7 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     out, work = Path(config.out), work_folder(Path(config.out))
     _check_settings(config, out)
     resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
-    if resume_from is None and (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()):
-        raise UserError(f"{work}: holds checkpoints of an unfinished run (pass --resume to continue it, or delete it)")
+    check_unfinished(work, resume_from)
     plan = make_plan(config, resume_from)
     log.info(
         "%d utterances of %d speakers; %d + %d steps (last layer, then whole encoder); speaker loss %s",
@@ -178,10 +177,7 @@ def run(config: TrainJointConfig) -> TrainJointResult:
         "none (frozen encoder)" if config.freeze_speaker else config.speaker_loss,
     )
 
-    if resume_from is None:
-        shutil.rmtree(work, ignore_errors=True)  # logs of a run killed before its first checkpoint
-    work.mkdir(parents=True, exist_ok=True)
-    log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
+    start_work(work, config, resume_from=resume_from)
     from stages.train_joint_loop import train  # the loop imports the heavy modules
 
     started = time.perf_counter()

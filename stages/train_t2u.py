@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from dvcli.atomic import atomic_write_bytes, atomic_write_text, is_dv_output
+from dvcli.atomic import atomic_write_bytes, atomic_write_text
 from dvcli.config import StageConfig
 from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, barrier, launch, wrap_ddp
 from dvcli.errors import UserError
@@ -51,7 +51,16 @@ from dvcli.t2u_data import (
     unit_vocabulary_size,
 )
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
-from dvcli.training import CheckpointManager, restore_rng, summary_writer, warmup_cosine, work_folder
+from dvcli.training import (
+    CheckpointManager,
+    check_unfinished,
+    restore_rng,
+    resume_point,
+    start_work,
+    summary_writer,
+    warmup_cosine,
+    work_folder,
+)
 from dvcli.units import read_unit_source
 
 log = logging.getLogger(__name__)
@@ -165,7 +174,7 @@ def run(config: TrainT2UConfig) -> TrainT2UResult:
              len({e.text for e in valid}), k)
 
     work = work_folder(out)
-    resume = _prepare_work(work, out, config.resume)
+    resume = _prepare_work(work, out, config)
     if resume:
         tokenizer, vocab = _load_work_vocab(work, k, config.dedup)
     else:
@@ -254,25 +263,22 @@ def _check(config: TrainT2UConfig) -> None:
         raise UserError(f"{config.init}: --init folder not found (a Hugging Face mBART folder)")
 
 
-def _prepare_work(work: Path, out: Path, resume: bool) -> bool:
-    """Set up ``work`` for this run; True when there is a checkpoint to continue from."""
-    checkpoints = CheckpointManager(work / "checkpoints", kind=CHECKPOINT_KIND)
-    if resume and checkpoints.latest() is not None:
-        log.info("resuming from %s", checkpoints.latest())
-        return True
-    if work.exists():
-        if resume:
-            log.warning("%s has no checkpoint; starting over", work)
-        else:
-            log.warning("discarding the unfinished run in %s (pass --resume to continue it)", work)
-        shutil.rmtree(work)
-    finished = CheckpointManager(out / "checkpoints", kind=CHECKPOINT_KIND)
-    if resume and is_dv_output(out) and finished.latest() is not None:
-        # Continue a finished run (e.g. with more --steps): rebuild its work folder from OUT.
-        log.info("resuming the finished run in %s from %s", out, finished.latest())
+def _prepare_work(work: Path, out: Path, config: TrainT2UConfig) -> bool:
+    """Set up ``work`` for this run as every trainer does (:func:`dvcli.training.resume_point`,
+    :func:`~dvcli.training.check_unfinished`, :func:`~dvcli.training.start_work`); True when resuming.
+
+    Resuming a finished run (e.g. with more ``--steps``) first rebuilds its work folder from ``OUT``.
+
+    Raises:
+        UserError: ``--resume`` with nothing to resume; an unfinished run without ``--resume``.
+    """
+    resume_from = resume_point(config.resume, work, out, kind=CHECKPOINT_KIND)
+    check_unfinished(work, resume_from)
+    if resume_from is not None and resume_from.parent != work / "checkpoints":
         from transformers import AutoTokenizer
 
         quiet_transformers()
+        shutil.rmtree(work, ignore_errors=True)
         (work / "checkpoints").mkdir(parents=True)
         AutoTokenizer.from_pretrained(out).save_pretrained(work / "tokenizer")
         for name in (UNIT_VOCAB_FILE, "sentencepiece.model", METRICS_FILE):
@@ -280,12 +286,9 @@ def _prepare_work(work: Path, out: Path, resume: bool) -> bool:
                 shutil.copy2(out / name, work / name)
         if (out / "tensorboard").is_dir():
             shutil.copytree(out / "tensorboard", work / "tensorboard")
-        shutil.copy2(finished.latest(), work / "checkpoints" / finished.latest().name)
-        return True
-    if resume:
-        log.info("nothing to resume in %s; starting a new run", out)
-    work.mkdir(parents=True)
-    return False
+        shutil.copy2(resume_from, work / "checkpoints" / resume_from.name)
+    start_work(work, config, resume_from=resume_from)
+    return resume_from is not None
 
 
 def _load_work_vocab(work: Path, k: int, dedup: bool) -> tuple[Any, UnitVocab]:

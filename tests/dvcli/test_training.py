@@ -75,3 +75,27 @@ def test_warmup_cosine() -> None:
     assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_work_folder_start_and_the_unfinished_run_check(tmp_path: Path) -> None:
+    import dataclasses
+
+    from dvcli.errors import UserError
+    from dvcli.training import check_unfinished, start_work
+
+    @dataclasses.dataclass
+    class Settings:
+        steps: int = 3
+
+    work = tmp_path / "out.partial"
+    (work / "tensorboard").mkdir(parents=True)  # a run killed before its first checkpoint
+    start_work(work, Settings(), resume_from=None)
+    assert not (work / "tensorboard").exists() and (work / "config.yaml").read_text() == "steps: 3\n"
+    check_unfinished(work, None)  # nothing to lose yet
+    (work / "checkpoints").mkdir()
+    (work / "checkpoints" / "checkpoint-00000002.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="pass --resume to continue it"):
+        check_unfinished(work, None)
+    check_unfinished(work, work / "checkpoints" / "checkpoint-00000002.pt")
+    start_work(work, Settings(steps=5), resume_from=work / "checkpoints" / "checkpoint-00000002.pt")
+    assert (work / "checkpoints").is_dir() and (work / "config.yaml").read_text() == "steps: 5\n"

@@ -130,6 +130,10 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path, monkeyp
         run(_resume_config(manifest, units, tmp_path / "cut", 8))
     monkeypatch.setattr(CheckpointManager, "save", original)
     assert not (tmp_path / "cut").exists() and work_folder(tmp_path / "cut").is_dir()
+    assert (work_folder(tmp_path / "cut") / "config.yaml").is_file()  # saved before the first step
+    # As every trainer: a plain rerun refuses to throw the unfinished run away.
+    with pytest.raises(UserError, match="holds checkpoints of an unfinished run"):
+        run(_resume_config(manifest, units, tmp_path / "cut", 8))
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it (dropout)
     resumed = run(_resume_config(manifest, units, tmp_path / "cut", 8, resume=True))
     assert resumed.history == full and len(full) == 8
