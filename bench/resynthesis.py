@@ -10,13 +10,15 @@ quantity to plot against training steps.
     python bench/resynthesis.py runs/joint data/toy/manifest.tsv data/units -o runs/resynth --split heldout
 
 Prints the CER of the resynthesised clips and of the recordings, and appends a row (model, steps,
-CER) to OUT/../resynthesis.tsv so rounds of training build a learning curve.
+CER mean and median) to OUT/../resynthesis.tsv so rounds of training build a learning curve.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,16 +76,21 @@ def main() -> None:
                                                   asr=args.asr, plots=False, device="cpu"))
     cer = {g.system: g.stats["cer"] for g in result.groups}
     report = json.loads((args.out / "report" / "report.json").read_text())
+    # Whisper invents sentences from babble ("that that that ..."), so a clip's CER can pass 100%:
+    # the median is the steadier figure while the output is still far from speech.
+    with (args.out / "report" / "clips.tsv").open(encoding="utf-8") as f:
+        clips = [r for r in csv.DictReader(f, delimiter="\t") if r["system"] == "resynthesis"]
+    median = statistics.median(float(r["cer"]) for r in clips)
     steps = json.loads((Path(args.model) / "meta.json").read_text()).get("steps")
-    line = (f"{args.model}\t{steps}\t{100 * cer['resynthesis']['mean']:.1f}\t{100 * cer['ground truth']['mean']:.1f}\t"
-            f"{len(chosen)}\t{report['asr']}\n")
+    line = (f"{args.model}\t{steps}\t{100 * cer['resynthesis']['mean']:.1f}\t{100 * median:.1f}\t"
+            f"{100 * cer['ground truth']['mean']:.1f}\t{len(chosen)}\t{report['asr']}\n")
     curve = args.out.parent / "resynthesis.tsv"
     if not curve.exists():
-        curve.write_text("model\tsteps\tcer_resynthesis\tcer_recordings\tclips\tasr\n")
+        curve.write_text("model\tsteps\tcer_resynthesis\tcer_resynthesis_median\tcer_recordings\tclips\tasr\n")
     with curve.open("a") as f:
         f.write(line)
-    print(f"resynthesis CER {100 * cer['resynthesis']['mean']:.1f}% (recordings {100 * cer['ground truth']['mean']:.1f}%), "
-          f"{len(chosen)} clips, steps {steps}, {report['asr']}")
+    print(f"resynthesis CER {100 * cer['resynthesis']['mean']:.1f}% (median {100 * median:.1f}%; recordings "
+          f"{100 * cer['ground truth']['mean']:.1f}%), {len(chosen)} clips, steps {steps}, {report['asr']}")
 
 
 if __name__ == "__main__":
