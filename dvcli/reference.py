@@ -25,6 +25,7 @@ import torch
 
 from dvcli.audio import SAMPLE_RATE, load_audio
 from dvcli.errors import path_error
+from dvcli.speaker import MIN_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ReferenceOptions:
     """How a reference clip is prepared."""
 
     max_seconds: float = 0.0  # keep at most this much (after trimming); 0 = all of it
-    min_seconds: float = 0.5  # shorter clips are refused
+    min_seconds: float = MIN_SECONDS  # shorter clips are refused (CAM++'s minimum)
     vad: bool = True  # trim leading and trailing non-speech
     target_dbfs: float = -20.0  # RMS level of the speech frames after normalisation
     silence_dbfs: float = -70.0  # a clip whose loudest frame is below this is silent

@@ -104,6 +104,11 @@ def _unpack(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], CAMPPlusConfi
     return state, config
 
 
+#: The shortest audio (seconds) dv gives CAM++: references shorter than this are refused, training
+#: crops must be at least this long, and :meth:`SpeakerFrontend.embed` tiles shorter clips to it.
+MIN_SECONDS = 0.5
+
+
 class SpeakerFrontend(nn.Module):
     """16 kHz waveforms -> speaker embeddings: Kaldi fbank (80 bins, mean-normalised) then CAM++.
 
@@ -112,7 +117,7 @@ class SpeakerFrontend(nn.Module):
         min_seconds: :meth:`embed` tiles clips shorter than this (CAM++ needs a few frames).
     """
 
-    def __init__(self, encoder: CAMPPlus, *, min_seconds: float = 0.5) -> None:
+    def __init__(self, encoder: CAMPPlus, *, min_seconds: float = MIN_SECONDS) -> None:
         super().__init__()
         self.encoder = encoder
         self.fbank = KaldiFbank(encoder.config.feat_dim)

@@ -43,7 +43,15 @@ from dvcli.models.aam import AAMSoftmax, margin_at
 from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
-from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, PLAIN_FILE, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker import (
+    ENCODER_FILE,
+    ENCODER_KIND,
+    MIN_SECONDS,
+    PLAIN_FILE,
+    TRAIN_KIND,
+    SpeakerFrontend,
+    load_speaker_encoder,
+)
 from dvcli.speaker_data import SpeakerCrops
 from dvcli.speaker_eval import (
     Trial,
@@ -266,8 +274,8 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
         raise UserError(f"{out}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
     if config.batch_size % config.utterances_per_speaker:
         raise UserError(f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}")
-    if config.steps < 0 or config.crop_seconds <= 0.1 or config.gpus < 1:
-        raise UserError("need steps >= 0, crop_seconds > 0.1 and gpus >= 1")
+    if config.steps < 0 or config.crop_seconds < MIN_SECONDS or config.gpus < 1:
+        raise UserError(f"need steps >= 0, crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input) and gpus >= 1")
     if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
         raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
     if config.init is not None and not Path(config.init).is_file():

@@ -48,7 +48,7 @@ from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
-from dvcli.speaker import load_speaker_encoder
+from dvcli.speaker import MIN_SECONDS, load_speaker_encoder
 from dvcli.training import check_unfinished, resume_point, start_work, work_folder
 from dvcli.units import deduplicate, read_unit_source
 
@@ -253,8 +253,8 @@ def _check_settings(config: TrainJointConfig, out: Path) -> None:
         raise UserError("need phase1_steps >= 0, phase2_steps >= 0 and at least one step in all")
     if config.batch_size < 2 or config.gpus < 1:
         raise UserError("need batch_size >= 2 (batch norm and DINO centering need a batch) and gpus >= 1")
-    if config.crop_seconds < 0.2 or config.ref_seconds < 0.2:
-        raise UserError("crop_seconds and ref_seconds must be at least 0.2 (CAM++ needs a few frames)")
+    if config.crop_seconds < MIN_SECONDS or config.ref_seconds < MIN_SECONDS:
+        raise UserError(f"crop_seconds and ref_seconds must be at least {MIN_SECONDS:g} (CAM++'s shortest input)")
     if config.speaker is not None and not Path(config.speaker).exists():
         raise UserError(f"{config.speaker}: speaker checkpoint not found (a dv pretrain-speaker folder or campplus.pt)")
     for name in ("log_every", "sample_every", "checkpoint_every"):
