@@ -42,6 +42,25 @@ def _clean(value: str) -> str:
     return " ".join(str(value).replace("\t", " ").splitlines()).strip() if value else ""
 
 
+def read_utf8(path: str | Path) -> str:
+    """The text of a table or text file as editors and spreadsheets save it: UTF-8, with or without a
+    byte-order mark (which is dropped).
+
+    Raises:
+        UserError: the file is not UTF-8 (naming the first bad line), or cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); give a UTF-8 text file (re-save it as UTF-8)") from None
+
+
 def read_manifest(path: str | Path) -> list[Utterance]:
     """Read ``manifest.tsv``; relative audio paths are resolved against the manifest's folder.
 
@@ -53,7 +72,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         path = path / "manifest.tsv"
     if not path.is_file():
         raise UserError(f"{path}: manifest not found (create one with `dv prepare CORPUS -o DIR`)")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     if not lines:
         raise UserError(f"{path}: manifest is empty (expected a header line: {' '.join(REQUIRED_COLUMNS)})")
     header = lines[0].split("\t")
@@ -142,7 +161,7 @@ def read_units(path: str | Path) -> dict[str, list[int]]:
     if not path.is_file():
         raise UserError(f"{path}: units file not found (make one with `dv cluster` or `dv extract-units --kmeans`)")
     units: dict[str, list[int]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         uid, sep, rest = line.partition("\t")

@@ -35,7 +35,7 @@ from dvcli.audio import load_audio
 from dvcli.errors import UserError
 from dvcli.evaluation.noise import NoiseSource, mix_at_snr
 from dvcli.logs import track
-from dvcli.manifest import Utterance
+from dvcli.manifest import Utterance, read_utf8
 from dvcli.metrics import eer, min_dcf
 
 #: ``embed(clips) -> (N, D)``: the one thing evaluation needs from an encoder.
@@ -145,10 +145,7 @@ def read_trials(path: Path, ids: Mapping[str, Path] | None = None) -> list[Trial
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: trial list not found")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the trial list as UTF-8") from None
+    lines = read_utf8(path).splitlines()
     rows = [(n, line.split("\t") if "\t" in line else line.split()) for n, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise UserError(f"{path}: trial list is empty")

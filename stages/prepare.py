@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import random
 import re
@@ -31,7 +32,7 @@ from dvcli.audio import AUDIO_SUFFIXES, audio_info
 from dvcli.config import StageConfig
 from dvcli.errors import UserError
 from dvcli.logs import track
-from dvcli.manifest import Utterance, write_manifest
+from dvcli.manifest import Utterance, read_utf8, write_manifest
 from dvcli.outputs import add_meta, stage_output
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,8 @@ def _unique_ids(candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        return ""
+    """A transcript file's text on one line (UTF-8, byte-order mark dropped; anything else is refused)."""
+    return " ".join(read_utf8(path).split())
 
 
 # -- layouts --------------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ def _scan_folder(source: Path, config: PrepareConfig) -> Iterator[_Candidate]:
 def _read_speakers_tsv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    rows = list(csv.DictReader(path.open(encoding="utf-8"), delimiter="\t"))
+    rows = list(csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter="\t"))
     if rows and ("speaker" not in rows[0] or "split" not in rows[0]):
         raise UserError(f"{path}: needs a header with columns 'speaker' and 'split'")
     return {r["speaker"]: (r["split"] or "").strip() for r in rows}
@@ -242,7 +241,7 @@ def _read_metadata_tsv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     table = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_utf8(path).splitlines():
         name, sep, text = line.partition("\t")
         if sep:
             table[name.strip()] = " ".join(text.split())
@@ -250,7 +249,7 @@ def _read_metadata_tsv(path: Path) -> dict[str, str]:
 
 
 def _scan_ljspeech(source: Path, config: PrepareConfig) -> Iterator[_Candidate]:
-    lines = (source / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(source / "metadata.csv").splitlines()
     for line in lines:
         fields = line.split("|")
         if len(fields) < 2 or not fields[0]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import re
 import time
@@ -33,7 +34,7 @@ from dvcli.config import StageConfig
 from dvcli.errors import UserError, path_error
 from dvcli.joint import JointModel, load_joint
 from dvcli.logs import track
-from dvcli.manifest import read_units
+from dvcli.manifest import read_units, read_utf8
 from dvcli.outputs import add_meta, stage_output
 from dvcli.reference import ReferenceOptions, load_reference
 from dvcli.runtime import resolve_device, seed_everything
@@ -199,11 +200,7 @@ def _single_item(config: SynthesizeConfig) -> _Item:
         raise path_error(config.ref, "reference clip not found", "check the --ref path")
     text = config.text
     if config.text_file is not None:
-        try:
-            text = config.text_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise path_error(config.text_file, f"cannot read the text ({err.__class__.__name__})",
-                             "give a UTF-8 text file") from None
+        text = read_utf8(config.text_file)
     units = None
     if config.units:
         table = _units_table(config.units)
@@ -245,8 +242,7 @@ def _batch_items(config: SynthesizeConfig) -> list[_Item]:
     assert path is not None
     if not path.is_file():
         raise path_error(path, "batch list not found", "give a TSV with columns id, text, ref")
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = set(rows[0]) if rows else set()
     units = _units_table(config.units) if config.units else None
     needed = {"id", "ref"} | ({"text"} if units is None else set())

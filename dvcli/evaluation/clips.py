@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from dvcli.errors import UserError
-from dvcli.manifest import read_manifest
+from dvcli.manifest import read_manifest, read_utf8
 
 SYNTH_FILE = "synth.tsv"
 GROUND_TRUTH = "ground truth"
@@ -98,7 +99,7 @@ def read_system(path: str | Path, name: str | None = None, split: str | None = N
             raise UserError(f"{path}: no {SYNTH_FILE} or manifest.tsv in this folder (give the table's path)")
     if not path.is_file():
         raise UserError(f"{path}: table not found (expected a synth.tsv from `dv synthesize` or a manifest.tsv)")
-    header = path.read_text(encoding="utf-8").partition("\n")[0].split("\t")
+    header = read_utf8(path).partition("\n")[0].rstrip("\r").split("\t")
     if "out" in header:
         return _read_synth(path, name or path.resolve().parent.name)
     if "audio" in header:
@@ -184,8 +185,7 @@ _SYNTH_KNOWN = {"id", "out", "text", "ref", "ref_clean", "condition", "speaker",
 
 def _read_synth(path: Path, name: str) -> list[Clip]:
     base = path.parent.resolve()
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise UserError(f"{path}: table has a header but no rows")
     clips: list[Clip] = []

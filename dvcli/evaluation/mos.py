@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import random
 from collections import defaultdict
@@ -29,6 +30,7 @@ import numpy as np
 
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
+from dvcli.manifest import read_utf8
 
 ITEMS_FILE = "items.tsv"
 #: Columns of a ratings CSV as the page writes it.
@@ -130,8 +132,7 @@ def read_items(kit: str | Path) -> dict[str, KitItem]:
         path = path / ITEMS_FILE
     if not path.is_file():
         raise UserError(f"{path}: kit key not found (give the folder written by `dv evaluate mos-kit`)")
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     try:
         return {r["item"]: KitItem(**{**r, "check": int(r["check"])}) for r in rows}
     except (KeyError, TypeError, ValueError):
@@ -156,7 +157,7 @@ def read_ratings(paths: Iterable[str | Path], items: dict[str, KitItem]) -> list
         raise UserError("no ratings CSV files found (give the files the listening page downloaded)")
     latest: dict[tuple[str, str], Rating] = {}
     for path in files:
-        with path.open(encoding="utf-8", newline="") as f:
+        with io.StringIO(read_utf8(path), newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in ("rater", "item", "naturalness") if c not in (reader.fieldnames or [])]
             if missing:

@@ -27,6 +27,7 @@ import numpy as np
 
 from dvcli.atomic import META_FILE, atomic_write_text
 from dvcli.errors import UserError, path_error
+from dvcli.manifest import read_utf8
 
 INDEX_FILE = "index.tsv"
 _HEADER_BYTES = 128  # the .npy preamble + header, padded (a multiple of 64, as numpy writes them)
@@ -203,7 +204,7 @@ class FeatureStore:
 def _read_index(path: Path) -> list[IndexRow]:
     if not path.is_file():
         raise path_error(path, "index of the feature folder is missing", "extract the features again")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     if not lines or lines[0].split("\t") != ["id", "shard", "offset", "frames"]:
         raise path_error(path, "is not a feature index (expected header: id shard offset frames)")
     rows = []
