@@ -23,6 +23,22 @@ from dvcli.errors import UserError
 META_FILE = "meta.json"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once (``os.umask`` can only be read by setting it, which is not thread-safe).
+_UMASK = _read_umask()
+
+
+def publish_mode(path: Path, *, folder: bool = False) -> None:
+    """Give a temporary file or folder the mode a plain ``open``/``mkdir`` would have (0666 or 0777
+    under the user's umask): ``mkstemp``/``mkdtemp`` make them private (0600/0700)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it.
@@ -39,6 +55,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -95,6 +113,7 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        publish_mode(tmp, folder=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

@@ -58,3 +58,23 @@ def test_refuses_to_replace_a_folder_that_is_not_a_dv_output(tmp_path: Path) -> 
     with pytest.raises(UserError, match="not a folder"):
         with atomic_dir(tmp_path / "home" / "precious.txt"):
             pass
+
+
+@pytest.mark.parametrize("umask,folder_mode,file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_published_outputs_get_the_users_umask(tmp_path: Path, umask: int, folder_mode: int, file_mode: int) -> None:
+    """A stage's output folder and every file in it (written through atomic_path or plainly) have the
+    modes a plain mkdir/open gives under the umask, not mkdtemp/mkstemp's private 0700/0600."""
+    import stat
+    import subprocess
+    import sys
+
+    from dvcli.testing import make_corpus
+
+    make_corpus(tmp_path / "corpus", speakers=2, utterances=1, seconds=(0.6, 0.7))
+    code = (f"import os; os.umask({umask}); from stages.prepare import PrepareConfig, run; "
+            f"run(PrepareConfig(source={str(tmp_path / 'corpus')!r}, out={str(tmp_path / 'data')!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    out = tmp_path / "data"
+    assert stat.S_IMODE(out.stat().st_mode) == folder_mode
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes and set(modes.values()) == {file_mode}, modes
