@@ -12,6 +12,7 @@ and any extra columns, which are kept. ``audio`` is relative to the manifest's f
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -103,6 +104,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             duration = float(get("duration"))
         except ValueError:
             raise UserError(f"{path}:{lineno}: duration '{get('duration')}' is not a number") from None
+        if not math.isfinite(duration) or duration < 0:
+            raise UserError(f"{path}:{lineno}: field 'duration' is '{get('duration')}'; it must be a finite number "
+                            "of seconds >= 0 (dv prepare writes it)")
         audio = Path(get("audio"))
         rows.append(
             Utterance(
@@ -173,6 +177,8 @@ def read_units(path: str | Path) -> dict[str, list[int]]:
             units[uid] = [int(t) for t in rest.split()]
         except ValueError:
             raise UserError(f"{path}:{lineno}: units must be integers") from None
+        if any(u < 0 for u in units[uid]):
+            raise UserError(f"{path}:{lineno}: unit ids must be >= 0 (got {min(units[uid])})")
     return units
 
 

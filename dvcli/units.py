@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from dvcli.errors import UserError
 from dvcli.manifest import read_units, write_units
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def read_unit_source(path: str | Path) -> UnitSource:
     frame_rate = _first(float, meta, config, keys=("frame_rate", "frames_per_second", "fps"))
     centroids = folder / "centroids.npy"
     sha = hashlib.sha256(centroids.read_bytes()).hexdigest() if centroids.is_file() else None
+    if k is not None:
+        for uid, seq in units.items():
+            if seq and max(seq) >= k:
+                raise UserError(f"{file}: utterance '{uid}' has unit {max(seq)}, outside the {k} units its "
+                                f"folder records (units of another k-means model?)")
     return UnitSource(path=file, units=units, k=k, frame_rate=frame_rate, kmeans_sha256=sha)
 
 

@@ -75,3 +75,31 @@ def test_prepare_keeps_the_first_text_of_a_metadata_tsv_with_a_bom(tmp_path: Pat
     (corpus / "spk0" / "spk0_000.txt").write_bytes("caf\u00e9".encode("latin-1"))
     with pytest.raises(UserError, match=r"spk0_000.txt:1: not UTF-8"):
         prepare(PrepareConfig(source=corpus, out=tmp_path / "data2"))
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "-1.5"])
+def test_manifest_durations_must_be_finite_and_not_negative(corpus: list, tmp_path: Path, duration: str) -> None:
+    """The issue's example: a duration of nan reached extract-units and train-joint as an internal error."""
+    write_manifest(tmp_path / "m.tsv", corpus)
+    lines = (tmp_path / "m.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    cells = lines[2].split("\t")
+    cells[header.index("duration")] = duration
+    lines[2] = "\t".join(cells)
+    (tmp_path / "m.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=rf"m.tsv:3: field 'duration' is '{duration}'"):
+        read_manifest(tmp_path / "m.tsv")
+
+
+def test_unit_ids_are_range_checked_when_read(tmp_path: Path) -> None:
+    import json
+
+    from dvcli.units import read_unit_source
+
+    (tmp_path / "units.tsv").write_text("u1\t1 2 -3\n")
+    with pytest.raises(UserError, match=r"units.tsv:1: unit ids must be >= 0"):
+        read_units(tmp_path / "units.tsv")
+    (tmp_path / "units.tsv").write_text("u1\t1 2 3\nu2\t4 100\n")
+    (tmp_path / "meta.json").write_text(json.dumps({"k": 100}))
+    with pytest.raises(UserError, match=r"utterance 'u2' has unit 100, outside the 100 units"):
+        read_unit_source(tmp_path)
