@@ -101,5 +101,5 @@ def test_unit_ids_are_range_checked_when_read(tmp_path: Path) -> None:
         read_units(tmp_path / "units.tsv")
     (tmp_path / "units.tsv").write_text("u1\t1 2 3\nu2\t4 100\n")
     (tmp_path / "meta.json").write_text(json.dumps({"k": 100}))
-    with pytest.raises(UserError, match=r"utterance 'u2' has unit 100, outside the 100 units"):
+    with pytest.raises(UserError, match=r"utterance 'u2' has unit 100, outside the k-means size 100"):
         read_unit_source(tmp_path)
