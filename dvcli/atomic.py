@@ -40,6 +40,34 @@ def publish_mode(path: Path, *, folder: bool = False) -> None:
 
 
 @contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on output folder ``out`` for a whole run (``filelock``: ``fcntl`` on POSIX).
+
+    The lock file is ``.OUT.lock`` beside ``OUT``. Under ``torchrun`` only rank 0 takes it (the other
+    ranks write nothing of their own there).
+
+    Raises:
+        UserError: another dv run holds the lock on ``out``.
+    """
+    from filelock import FileLock, Timeout
+
+    out = Path(out)
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.with_name(f".{out.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{out}: another dv run is writing this output folder (wait for it to end, or choose another -o)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it.
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dvcli.atomic import atomic_write_text, is_dv_output
+from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
 from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
@@ -195,9 +195,15 @@ def run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     """Train (unless ``steps`` is 0), evaluate, export; publish ``config.out`` atomically.
 
     Raises:
-        UserError: unusable manifest or settings, an output folder that may not be replaced, a
+        UserError: another run is writing ``config.out`` (one run per output folder); unusable manifest or settings, an output folder that may not be replaced, a
             leftover unfinished run without ``resume``, nothing to resume, or bad ``init`` weights.
     """
+    with output_lock(config.out):
+        return _run(config)
+
+
+def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
+    """:func:`run` under its output-folder lock."""
     out, work = Path(config.out), work_folder(Path(config.out))
     _check_settings(config, out)
     utterances = read_manifest(config.manifest)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 
-from dvcli.atomic import atomic_write_text, is_dv_output
+from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
 from dvcli.augment import AugmentConfig
 from dvcli.checkpoint import load_checkpoint
 from dvcli.config import StageConfig
@@ -160,9 +160,15 @@ def run(config: TrainJointConfig) -> TrainJointResult:
     """Check the inputs, train (on ``config.gpus`` processes), publish ``OUT/model.pt`` atomically.
 
     Raises:
-        UserError: unusable manifest, units, speaker checkpoint or settings; an output folder that
+        UserError: another run is writing ``config.out`` (one run per output folder); unusable manifest, units, speaker checkpoint or settings; an output folder that
             may not be replaced; a leftover unfinished run without ``resume``, or nothing to resume.
     """
+    with output_lock(config.out):
+        return _run(config)
+
+
+def _run(config: TrainJointConfig) -> TrainJointResult:
+    """:func:`run` under its output-folder lock."""
     out, work = Path(config.out), work_folder(Path(config.out))
     _check_settings(config, out)
     resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from dvcli.atomic import atomic_write_bytes, atomic_write_text
+from dvcli.atomic import atomic_write_bytes, atomic_write_text, output_lock
 from dvcli.config import StageConfig
 from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, barrier, launch, wrap_ddp
 from dvcli.errors import UserError
@@ -155,10 +155,16 @@ def run(config: TrainT2UConfig) -> TrainT2UResult:
     """Train a text-to-unit model and publish it at ``config.out``.
 
     Raises:
-        UserError: bad settings; unreadable manifest or units; a units file missing a manifest id;
+        UserError: another run is writing ``config.out`` (one run per output folder); bad settings; unreadable manifest or units; a units file missing a manifest id;
             no usable pairs; an ``--init`` folder that is not an mBART model; a resumed run whose
             unit vocabulary differs from the units given now.
     """
+    with output_lock(config.out):
+        return _run(config)
+
+
+def _run(config: TrainT2UConfig) -> TrainT2UResult:
+    """:func:`run` under its output-folder lock."""
     _check(config)
     out = Path(config.out)
     rows = read_manifest(config.manifest)

@@ -78,3 +78,42 @@ def test_published_outputs_get_the_users_umask(tmp_path: Path, umask: int, folde
     assert stat.S_IMODE(out.stat().st_mode) == folder_mode
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert modes and set(modes.values()) == {file_mode}, modes
+
+
+def test_one_run_per_output_folder(tmp_path: Path) -> None:
+    """A second run with the same -o refuses at once, naming the folder; the lock goes with the run."""
+    import subprocess
+    import sys
+
+    from dvcli.atomic import output_lock
+
+    out = tmp_path / "runs" / "joint"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dvcli.atomic import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=r"runs/joint: another dv run is writing this output folder"):
+            with output_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_lock(out):  # free again once the other run is gone (even killed)
+        pass
+
+
+def test_trainers_take_the_output_lock(tmp_path: Path) -> None:
+    from dvcli.atomic import output_lock
+    from stages import pretrain_speaker, train_joint, train_t2u
+
+    out = tmp_path / "out"
+    for stage, config in (
+        (train_joint, train_joint.TrainJointConfig(manifest=tmp_path / "m", units=tmp_path / "u", out=out)),
+        (train_t2u, train_t2u.TrainT2UConfig(manifest=tmp_path / "m", units=tmp_path / "u", out=out)),
+        (pretrain_speaker, pretrain_speaker.PretrainSpeakerConfig(manifest=tmp_path / "m", out=out)),
+    ):
+        with output_lock(out), pytest.raises(UserError, match="another dv run is writing"):
+            stage.run(config)
