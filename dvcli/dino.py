@@ -81,10 +81,15 @@ class DinoHead(nn.Module):
 
 
 def teacher_temperature(step: int, config: DinoConfig) -> float:
-    """tau_t at ``step``: linear from ``warmup_teacher_temp`` to ``teacher_temp``, then constant."""
-    if step >= config.warmup_teacher_temp_steps:
+    """tau_t at ``step``: facebookresearch/dino's schedule, ``np.linspace(warmup_teacher_temp,
+    teacher_temp, W)`` over the first ``W = warmup_teacher_temp_steps`` steps (so ``teacher_temp`` is
+    reached at step ``W - 1``), then ``teacher_temp``."""
+    warmup = config.warmup_teacher_temp_steps
+    if step >= warmup:
         return config.teacher_temp
-    frac = step / config.warmup_teacher_temp_steps
+    if warmup == 1:
+        return config.warmup_teacher_temp
+    frac = step / (warmup - 1)
     return config.warmup_teacher_temp + frac * (config.teacher_temp - config.warmup_teacher_temp)
 
 

@@ -75,9 +75,13 @@ def test_identical_confident_views_give_a_small_loss() -> None:
 
 def test_teacher_temperature_warm_up_and_momentum_cosine() -> None:
     config = DinoConfig(warmup_teacher_temp=0.02, teacher_temp=0.06, warmup_teacher_temp_steps=10)
-    assert teacher_temperature(0, config) == pytest.approx(0.02)
-    assert teacher_temperature(5, config) == pytest.approx(0.04)
-    assert teacher_temperature(10, config) == teacher_temperature(99, config) == pytest.approx(0.06)
+    # facebookresearch/dino (DINOLoss.__init__): linspace over the warm-up, then constant; it reaches
+    # teacher_temp at the warm-up's last step (9), not one step later.
+    reference = np.concatenate((np.linspace(0.02, 0.06, 10), np.ones(90) * 0.06))
+    assert [teacher_temperature(i, config) for i in range(100)] == pytest.approx(reference.tolist())
+    assert teacher_temperature(9, config) == pytest.approx(0.06) and teacher_temperature(0, config) == 0.02
+    single = DinoConfig(warmup_teacher_temp=0.02, teacher_temp=0.06, warmup_teacher_temp_steps=1)
+    assert [teacher_temperature(i, single) for i in range(3)] == pytest.approx([0.02, 0.06, 0.06])
     assert teacher_temperature(0, DinoConfig()) == 0.04
     assert teacher_momentum(0, 100) == pytest.approx(0.996)
     assert teacher_momentum(50, 100) == pytest.approx(0.998)
