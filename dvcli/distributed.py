@@ -265,9 +265,12 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
         if self.shuffle:
             rng.shuffle(batches)
         if not batches:
-            raise ValueError("batch_size is larger than the data set and drop_last is set")
+            raise UserError(f"batch_size {self.batch_size} is more than the {len(self.lengths)} training items hold "
+                            "(lower batch_size)")
+        # Every process gets the same number of batches: repeat batches (cyclically, so even fewer
+        # batches than processes work) up to a multiple of the process count.
         per_rank = math.ceil(len(batches) / self.num_replicas)
-        batches += batches[: per_rank * self.num_replicas - len(batches)]
+        batches = [batches[i % len(batches)] for i in range(per_rank * self.num_replicas)]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

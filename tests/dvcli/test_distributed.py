@@ -104,3 +104,14 @@ def test_torchrun_environment_is_honoured(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.txt").read_text() == "2 3.0"
     assert (tmp_path / "after.txt").read_text() == "written\n"
+
+
+def test_sampler_with_fewer_batches_than_processes_gives_each_one_a_batch() -> None:
+    """dv train-t2u --gpus 3 on data for one batch ended in a ZeroDivisionError: every rank gets a batch."""
+    lengths = [5, 6, 7, 8]
+    per_rank = [list(DistributedBucketSampler(lengths, 4, num_replicas=3, rank=r, seed=1)) for r in range(3)]
+    assert [len(batches) for batches in per_rank] == [1, 1, 1]
+    assert all(sorted(b[0]) == [0, 1, 2, 3] for b in per_rank)
+    assert len(DistributedBucketSampler(lengths, 4, num_replicas=3, rank=2)) == 1
+    with pytest.raises(UserError, match="batch_size 8 is more than the 4 training items"):
+        len(DistributedBucketSampler(lengths, 8, drop_last=True))
