@@ -154,14 +154,15 @@ def split_utterances(utterances: list[Utterance], config: PretrainSpeakerConfig)
     """Train / seen-evaluation / unseen split (seeded by ``config.seed``).
 
     Raises:
-        UserError: fewer than two training speakers.
+        UserError: fewer than two training speakers when training (``steps`` > 0); evaluating an
+            ``--init`` encoder needs none.
     """
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     unseen = []
     for u in utterances:
         (unseen if u.split == "heldout" else by_speaker[u.speaker]).append(u)
     speakers = sorted(by_speaker)
-    if len(speakers) < 2:
+    if len(speakers) < 2 and config.steps > 0:
         raise UserError(f"{config.manifest}: {len(speakers)} training speaker(s); speaker training needs at least two")
     rng = random.Random(config.seed)
     eval_speakers = set(rng.sample(speakers, min(config.eval_speakers, len(speakers))))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from dvcli.cli import app
 from dvcli.config import load_config
+from dvcli.errors import UserError
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.speaker import load_speaker_encoder
 from dvcli.testing import make_corpus
@@ -157,3 +158,16 @@ def test_evaluate_speaker_reads_the_trials_pretrain_speaker_writes_and_agrees(ma
     for condition, rate in trained.eer["unseen"].items():
         assert report[condition]["eer"] == pytest.approx(rate, abs=1e-6), condition
     assert report["noisy 0 dB"]["eer"] > report["clean"]["eer"]  # the noise is there and hurts
+
+
+def test_evaluating_an_init_encoder_needs_no_training_speakers(tmp_path: Path) -> None:
+    """--steps 0 --init X only evaluates and exports: one training speaker (or none) is enough."""
+    root = tmp_path / "c"
+    make_corpus(root / "corpus", speakers=3, utterances=3, seconds=(1.0, 1.2))
+    manifest = prepare(PrepareConfig(source=root / "corpus", out=root / "data", speakers_heldout=2)).manifest
+    torch.manual_seed(0)
+    torch.save(CAMPPlus(CAMPPlusConfig.tiny()).state_dict(), tmp_path / "campplus_tiny.bin")
+    result = run(_config(manifest, tmp_path / "eval", steps=0, init=tmp_path / "campplus_tiny.bin", snrs=()))
+    assert set(result.eer) == {"unseen"}
+    with pytest.raises(UserError, match="1 training speaker"):
+        run(_config(manifest, tmp_path / "train", steps=2))
