@@ -421,7 +421,8 @@ def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
     per_epoch = len(sampler)
     autocast = _autocast(config.precision, info.device)
     writer = summary_writer(job.work, purge_step=step if step else None) if info.is_main else None
-    started = time.perf_counter()
+    # The elapsed-time column goes on from the resumed run's last row rather than restarting at 0.
+    started = time.perf_counter() - (float(metrics[-1]["seconds"]) if metrics else 0.0)
     model.train()
     with progress() if info.is_main else contextlib.nullcontext() as bar:
         task = bar.add_task("training text-to-unit", total=config.steps, completed=step) if bar else None

@@ -126,9 +126,15 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path, monkeyp
         return path
 
     monkeypatch.setattr(CheckpointManager, "save", save_then_die)
+    # The interrupted run's clock (its elapsed-time column) runs 1000x fast: its step-4 row reads long.
+    import stages.train_t2u as stage
+
+    real = time.perf_counter
+    monkeypatch.setattr(stage, "time", type("FastClock", (), {"perf_counter": staticmethod(lambda: 1000 * real())}))
     with pytest.raises(KeyboardInterrupt):
         run(_resume_config(manifest, units, tmp_path / "cut", 8))
     monkeypatch.setattr(CheckpointManager, "save", original)
+    monkeypatch.setattr(stage, "time", time)
     assert not (tmp_path / "cut").exists() and work_folder(tmp_path / "cut").is_dir()
     assert (work_folder(tmp_path / "cut") / "config.yaml").is_file()  # saved before the first step
     # As every trainer: a plain rerun refuses to throw the unfinished run away.
@@ -139,6 +145,8 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path, monkeyp
     assert resumed.history == full and len(full) == 8
     metrics = (tmp_path / "cut" / "metrics.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in metrics] == ["step", "4", "8"]  # one row per checkpoint
+    seconds = [float(line.split("\t")[-1]) for line in metrics[1:]]
+    assert seconds[1] >= seconds[0] > 10  # the elapsed time goes on after --resume instead of restarting
     assert full[-1] < full[0]
 
     # A finished run continues with more steps from OUT/checkpoints.
