@@ -11,6 +11,7 @@ Every failure a user can cause (missing file, a folder, empty or non-audio bytes
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,25 @@ def audio_info(path: str | Path) -> AudioInfo:
     if info.frames <= 0:
         raise path_error(path, "contains no audio samples")
     return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels), info.format, info.subtype)
+
+
+def check_readable(items: Iterable[tuple[str, str | Path]], source: str | Path) -> None:
+    """Read the header of every ``(id, audio path)``, so that a run refuses a bad file before it
+    starts rather than failing on it hours in.
+
+    Raises:
+        UserError: naming ``source`` (the manifest), how many files fail, and the first one's problem.
+    """
+    bad = []
+    for uid, path in items:
+        try:
+            audio_info(path)
+        except UserError as err:
+            bad.append((uid, str(err)))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"{source}: utterance '{bad[0][0]}' has unusable audio{more}: {bad[0][1]}; "
+                        "fix or remove the row(s) before training")
 
 
 def load_audio(

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
+from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
@@ -209,6 +210,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     _check_settings(config, out)
     utterances = read_manifest(config.manifest)
     split = split_utterances(utterances, config)
+    check_readable(((u.id, u.audio) for u in [*split.train, *split.seen, *split.unseen]), config.manifest)
     log.info(
         "%d training speakers, %d training / %d seen-evaluation utterances, %d utterances of %d held-out speakers",
         len(split.speakers), len(split.train), len(split.seen), len(split.unseen), len({u.speaker for u in split.unseen}),

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 
 from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
+from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig
 from dvcli.checkpoint import load_checkpoint
 from dvcli.config import StageConfig
@@ -340,6 +341,7 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
         raise UserError(
             f"{manifest}: {len(examples)} usable utterances, fewer than batch_size {config.batch_size} (lower --set batch_size)"
         )
+    check_readable(((e.id, e.audio) for e in examples), manifest)
     units_info = UnitInfo(k=k, frame_rate=source.frame_rate, kmeans_sha256=source.kmeans_sha256)
     return Plan(examples, speakers, vits_dict, speaker_init, units_info)
 

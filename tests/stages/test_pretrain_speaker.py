@@ -171,3 +171,15 @@ def test_evaluating_an_init_encoder_needs_no_training_speakers(tmp_path: Path) -
     assert set(result.eer) == {"unseen"}
     with pytest.raises(UserError, match="1 training speaker"):
         run(_config(manifest, tmp_path / "train", steps=2))
+
+
+def test_unusable_audio_is_refused_before_training(manifest: Path, tmp_path: Path) -> None:
+    rows = manifest.read_text().splitlines()
+    header = rows[0].split("\t")
+    cells = rows[3].split("\t")
+    cells[header.index("audio")] = str(tmp_path / "missing.flac")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("\n".join([rows[0], *rows[1:3], "\t".join(cells), *rows[4:]]) + "\n")
+    with pytest.raises(UserError, match=r"bad.tsv: utterance '.*' has unusable audio.*missing.flac"):
+        run(_config(bad, tmp_path / "out", steps=2))
+    assert not (tmp_path / "out").exists() and not work_folder(tmp_path / "out").exists()

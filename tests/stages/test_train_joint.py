@@ -229,6 +229,18 @@ def test_user_errors_are_one_line_and_leave_nothing(corpus: tuple[Path, Path], t
     assert code == 2 and "no checkpoint" in output
     assert not out.exists() and not work_folder(out).exists()
 
+    # A manifest row whose audio is gone: refused before training starts, nothing written (the issue's
+    # example trained, failed later and left OUT.partial with a checkpoint).
+    lines = manifest.read_text().splitlines()
+    header = lines[0].split("\t")
+    cells = lines[1].split("\t")
+    cells[header.index("audio")] = str(tmp_path / "gone.wav")
+    (tmp_path / "gone.tsv").write_text("\n".join([lines[0], "\t".join(cells), *lines[2:]]) + "\n")
+    code, output = _cli(str(tmp_path / "gone.tsv"), "-u", str(units), "-o", str(out), *common)
+    assert code == 2 and "gone.wav" in output and "unusable audio" in output and "Traceback" not in output
+    assert len([line for line in output.splitlines() if "gone.wav" in line]) == 1
+    assert not out.exists() and not work_folder(out).exists()
+
 
 def test_help_and_shipped_tiny_recipe() -> None:
     result = runner.invoke(app, ["train-joint", "--help"])
