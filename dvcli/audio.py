@@ -168,8 +168,12 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         file_format, default_subtype = suffix, "PCM_16"
     else:
         raise path_error(path, f"unknown audio format '.{suffix.lower()}'", "use .wav, .flac or .ogg")
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, format=file_format, subtype=subtype or default_subtype)
+    try:
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), data, sample_rate, format=file_format, subtype=subtype or default_subtype)
+    except sf.LibsndfileError as err:  # "System error." is libsndfile's word for the OS refusing a write
+        raise path_error(path, f"cannot write the audio ({_reason(err)})",
+                         "is the disk full, or the folder read-only?") from None
 
 
 def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:

@@ -73,8 +73,13 @@ def load_checkpoint(
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path, *, kind: str) -> None:
     """``torch.save`` a dict atomically, tagged with ``dv_kind`` = ``kind``."""
-    with atomic_path(path) as tmp:
-        torch.save({KIND_KEY: kind, **obj}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({KIND_KEY: kind, **obj}, tmp)
+    except RuntimeError as err:  # torch reports a failed write as an "enforce fail" RuntimeError
+        if "write" not in str(err).lower() and "file" not in str(err).lower():
+            raise
+        raise path_error(path, "cannot write the checkpoint", "is the disk full, or the folder read-only?") from None
 
 
 def _wanted_global(message: str) -> str:

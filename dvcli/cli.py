@@ -27,7 +27,7 @@ from dvcli.commands import (
     train_joint,
     train_t2u,
 )
-from dvcli.errors import EXIT_USER_ERROR, UserError
+from dvcli.errors import EXIT_USER_ERROR, UserError, system_error
 from dvcli.logs import setup_logging
 
 log = logging.getLogger("dvcli")
@@ -58,6 +58,11 @@ class _Group(TyperGroup):
         except Exception as err:
             if type(err).__module__.startswith("typer"):
                 raise  # Typer's own exit, abort and usage signals
+            # The user's system (full disk, read-only folder, permissions) is the user's error.
+            user = system_error(err) if isinstance(err, OSError) else None
+            if user is not None:
+                typer.echo(f"dv: error: {user}", err=True)
+                raise typer.Exit(EXIT_USER_ERROR) from None
             # A bug in dv: say so briefly, or in full under --verbose.
             if _verbosity(ctx) > 0:
                 traceback.print_exc()

@@ -27,3 +27,29 @@ def path_error(path: str | Path, problem: str, fix: str = "") -> UserError:
     if fix:
         message += f" ({fix})"
     return UserError(message)
+
+
+#: errno values that describe the user's system, not a bug in dv.
+_SYSTEM_ERRNOS = {"ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR", "EMFILE", "ENAMETOOLONG", "EEXIST", "ENOENT"}
+
+
+def system_error(err: OSError) -> UserError | None:
+    """The user's error an ``OSError`` stands for (no space, permission, read-only...), as one line
+    naming the path and the cause; ``None`` for an OSError that is not about the user's system.
+
+    ``not found`` is kept for paths that do not exist (``ENOENT``).
+    """
+    import errno as errno_module
+
+    name = errno_module.errorcode.get(err.errno or 0, "")
+    if name not in _SYSTEM_ERRNOS:
+        return None
+    cause = {
+        "ENOSPC": "no space left on the device", "EDQUOT": "disk quota exceeded", "EROFS": "read-only file system",
+        "EACCES": "permission denied", "EPERM": "operation not permitted", "ENOENT": "not found",
+        "ENOTDIR": "a part of the path is a file, not a folder", "EISDIR": "is a folder, not a file",
+    }.get(name, err.strerror or name)
+    where = err.filename if err.filename is not None else "dv"
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    return UserError(f"{where}: {cause} ({err.strerror or name})")
