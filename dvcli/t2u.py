@@ -375,6 +375,8 @@ class TextToUnit:
         from transformers import AutoTokenizer, MBartForConditionalGeneration
 
         folder = Path(folder)
+        if folder.is_file():
+            raise path_error(folder, "is a file; a text-to-unit model is a folder", "give the dv train-t2u output folder")
         if not folder.is_dir():
             raise path_error(folder, "text-to-unit model folder not found", "train one with dv train-t2u")
         vocab = UnitVocab.load(folder)

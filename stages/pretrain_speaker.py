@@ -287,6 +287,8 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
         raise UserError(f"need steps >= 0, crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input) and gpus >= 1")
     if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
         raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
+    if config.init is not None and Path(config.init).is_dir():
+        raise UserError(f"{config.init}: is a folder; --init takes a checkpoint file (campplus.pt or a 3D-Speaker .bin)")
     if config.init is not None and not Path(config.init).is_file():
         raise UserError(f"{config.init}: --init checkpoint not found")
 

@@ -196,6 +196,8 @@ def _check_modes(config: SynthesizeConfig) -> None:
 
 def _single_item(config: SynthesizeConfig) -> _Item:
     assert config.ref is not None
+    if config.ref.is_dir():
+        raise path_error(config.ref, "is a folder, not a reference clip", "give an audio file to --ref")
     if not config.ref.is_file():
         raise path_error(config.ref, "reference clip not found", "check the --ref path")
     text = config.text

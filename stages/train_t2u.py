@@ -265,6 +265,8 @@ def _check(config: TrainT2UConfig) -> None:
     for bad, message in problems:
         if bad:
             raise UserError(f"train-t2u: {message}")
+    if config.init is not None and Path(config.init).is_file():
+        raise UserError(f"{config.init}: is a file; --init takes a Hugging Face mBART folder")
     if config.init is not None and not Path(config.init).is_dir():
         raise UserError(f"{config.init}: --init folder not found (a Hugging Face mBART folder)")
 

@@ -65,3 +65,39 @@ def test_writers_turn_library_write_failures_into_user_errors(tmp_path: Path, mo
     with pytest.raises(UserError, match=r"model.pt: cannot write the checkpoint .*read-only"):
         save_checkpoint({"a": 1}, tmp_path / "model.pt", kind="test")
     assert not list(tmp_path.iterdir())
+
+
+def test_not_found_only_for_paths_that_do_not_exist(tmp_path: Path) -> None:
+    """A folder where a file is expected (or a file where a folder is) says so, not 'not found';
+    random bytes as a checkpoint read as 'not a checkpoint', not as a refused pickle."""
+    from dvcli.checkpoint import load_checkpoint
+    from dvcli.t2u import TextToUnit
+    from stages.pretrain_speaker import PretrainSpeakerConfig
+    from stages.pretrain_speaker import run as pretrain
+    from stages.synthesize import SynthesizeConfig
+    from stages.synthesize import run as synthesize
+    from stages.train_t2u import TrainT2UConfig
+    from stages.train_t2u import run as train_t2u
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(UserError, match="random.pt: is not a checkpoint"):
+        load_checkpoint(tmp_path / "random.pt")
+    with pytest.raises(UserError, match="is a file; a text-to-unit model is a folder"):
+        TextToUnit.load(tmp_path / "random.pt")
+    from dvcli.testing import make_joint_model
+
+    model = make_joint_model(tmp_path / "joint")
+    with pytest.raises(UserError, match="folder: is a folder, not a reference clip"):
+        synthesize(SynthesizeConfig(model=model, out=tmp_path / "o.wav", ref=tmp_path / "folder", units="1 2",
+                                    device="cpu"))
+    manifest = make_corpus(tmp_path / "c", speakers=2, utterances=2)
+    from dvcli.manifest import write_manifest
+
+    write_manifest(tmp_path / "m.tsv", manifest)
+    with pytest.raises(UserError, match="folder: is a folder; --init takes a checkpoint file"):
+        pretrain(PretrainSpeakerConfig(manifest=tmp_path / "m.tsv", out=tmp_path / "s", init=tmp_path / "folder",
+                                       steps=0))
+    with pytest.raises(UserError, match="random.pt: is a file; --init takes a Hugging Face mBART folder"):
+        train_t2u(TrainT2UConfig(manifest=tmp_path / "m.tsv", units=tmp_path / "u", out=tmp_path / "t",
+                                 init=tmp_path / "random.pt"))
