@@ -25,7 +25,7 @@ import re
 import time
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -41,6 +41,10 @@ from dvcli.runtime import resolve_device, seed_everything
 from dvcli.synthesis import SynthesisControls, Synthesizer, text_chunks
 from dvcli.text import normalize_text
 from dvcli.units import deduplicate
+
+if TYPE_CHECKING:
+    from dvcli.synthesis import Backend
+    from dvcli.t2u import TextToUnit
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +144,13 @@ class _Context:
     config: SynthesizeConfig
     joint: JointModel
     synthesizer: Synthesizer
-    t2u: object | None
+    t2u: TextToUnit | None
     controls: SynthesisControls
     options: ReferenceOptions
     embeddings: dict[Path, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
-def make_backend(joint: JointModel, choice: str, device: torch.device) -> object:
+def make_backend(joint: JointModel, choice: str, device: torch.device) -> Backend:
     """The backend for ``choice`` (``auto``: ONNX Runtime on CPU when it is installed, else PyTorch)."""
     from dvcli.synthesis import TorchBackend
 
@@ -280,7 +284,7 @@ def _resolve(base: Path, value: str) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
-def _load_t2u(config: SynthesizeConfig, joint: JointModel, device: torch.device) -> object:
+def _load_t2u(config: SynthesizeConfig, joint: JointModel, device: torch.device) -> TextToUnit:
     from dvcli.t2u import TextToUnit
 
     if config.t2u is None:
@@ -316,7 +320,8 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         bad = "".join(dict.fromkeys(unreadable_characters(item.text)))[:20]
         detail = f" (only characters the English normaliser cannot read: {bad!r})" if bad else ""
         raise UserError(f"{item.id}: the text has nothing to say{detail}; give English text")
-    sequences = context.t2u.units(chunks, beams=context.config.beams)  # type: ignore[attr-defined]
+    assert context.t2u is not None  # loaded whenever an item has text instead of units (run)
+    sequences = context.t2u.units(chunks, beams=context.config.beams)
     kept = [deduplicate(s)[0] for s in sequences if s]
     if len(kept) < len(chunks):
         log.warning("%s: %d of %d sentence(s) gave no units and are left out", item.id, len(chunks) - len(kept),
