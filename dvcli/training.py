@@ -13,10 +13,12 @@ touch, e.g. dropout) goes into the checkpoint and comes back with :meth:`Checkpo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,33 @@ def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | No
             log.info("resuming from %s", latest)
             return latest
     raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
+
+
+def check_output(out: Path) -> None:
+    """Refuse, before any training, an ``-o`` that publishing would later refuse to replace.
+
+    Raises:
+        UserError: ``out`` is a file, or a non-empty folder that is not a finished dv output.
+    """
+    from dvcli.atomic import is_dv_output
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_dv_output(out))):
+        raise UserError(f"{out}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
+
+
+@contextlib.contextmanager
+def clean_up_unstarted(work: Path) -> Iterator[None]:
+    """Remove ``work`` when what runs inside fails before the run's first checkpoint (nothing to resume,
+    so nothing worth keeping); a run with a checkpoint keeps it for ``--resume``."""
+    try:
+        yield
+    except BaseException:
+        checkpoints = work / "checkpoints"
+        if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def check_unfinished(work: Path, resume_from: Path | None) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
+from dvcli.atomic import atomic_write_text, output_lock
 from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
@@ -66,7 +66,9 @@ from dvcli.speaker_eval import (
 )
 from dvcli.training import (
     CheckpointManager,
+    check_output,
     check_unfinished,
+    clean_up_unstarted,
     grad_norm,
     resume_point,
     start_work,
@@ -226,7 +228,8 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     if config.steps > 0 or resume_from is not None:
         start_work(work, config, resume_from=resume_from)
         init_state = init.state_dict() if init is not None else None
-        history = launch(_train, config.gpus, config, split, resume_from, init_state, work, device=config.device)
+        with clean_up_unstarted(work):
+            history = launch(_train, config.gpus, config, split, resume_from, init_state, work, device=config.device)
         final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
         encoder = load_speaker_encoder(final)
     elif init is not None:
@@ -279,8 +282,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
 
 def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
     """Fail before hours of training, not after."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_dv_output(out))):
-        raise UserError(f"{out}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
+    check_output(out)
     if config.batch_size % config.utterances_per_speaker:
         raise UserError(f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}")
     if config.steps < 0 or config.crop_seconds < MIN_SECONDS or config.gpus < 1:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 
-from dvcli.atomic import atomic_write_text, is_dv_output, output_lock
+from dvcli.atomic import atomic_write_text, output_lock
 from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig
 from dvcli.checkpoint import load_checkpoint
@@ -50,7 +50,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import MIN_SECONDS, load_speaker_encoder
-from dvcli.training import check_unfinished, resume_point, start_work, work_folder
+from dvcli.training import check_output, check_unfinished, clean_up_unstarted, resume_point, start_work, work_folder
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
     from stages.train_joint_loop import train  # the loop imports the heavy modules
 
     started = time.perf_counter()
-    trained = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
+    with clean_up_unstarted(work):
+        trained = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
     seconds = time.perf_counter() - started
 
     generator = VitsGenerator(VitsConfig(**plan.vits))
@@ -254,8 +255,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
 
 def _check_settings(config: TrainJointConfig, out: Path) -> None:
     """Fail before hours of training, not after."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_dv_output(out))):
-        raise UserError(f"{out}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
+    check_output(out)
     if config.phase1_steps < 0 or config.phase2_steps < 0 or config.steps < 1:
         raise UserError("need phase1_steps >= 0, phase2_steps >= 0 and at least one step in all")
     if config.batch_size < 2 or config.gpus < 1:

@@ -53,7 +53,9 @@ from dvcli.t2u_data import (
 from dvcli.t2u_tokenizer import SPECIALS, add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
 from dvcli.training import (
     CheckpointManager,
+    check_output,
     check_unfinished,
+    clean_up_unstarted,
     restore_rng,
     resume_point,
     start_work,
@@ -180,27 +182,29 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
              len({e.text for e in valid}), k)
 
     work = work_folder(out)
-    resume = _prepare_work(work, out, config)
-    if resume:
-        tokenizer, vocab = _load_work_vocab(work, k, config.dedup)
-    else:
-        tokenizer, vocab = _build_vocab(work, config, train, source, k)
-    train_sources = _tokenize(tokenizer, train)
-    if not resume:
-        vocab.units_per_token, vocab.extra_units = generation_caps(train_sources, [e.units for e in train])
-        vocab.save(work)
-    job = _Job(
-        config=config,
-        work=work,
-        vocab=vocab,
-        vocab_tokens=len(tokenizer),
-        train_sources=train_sources,
-        train_units=[e.units for e in train],
-        valid_sources=_tokenize(tokenizer, valid),
-        valid_units=[e.units for e in valid],
-        resume=resume,
-    )
-    report = launch(_train, config.gpus, job, device=config.device)
+    check_output(out)
+    with clean_up_unstarted(work):
+        resume = _prepare_work(work, out, config)
+        if resume:
+            tokenizer, vocab = _load_work_vocab(work, k, config.dedup)
+        else:
+            tokenizer, vocab = _build_vocab(work, config, train, source, k)
+        train_sources = _tokenize(tokenizer, train)
+        if not resume:
+            vocab.units_per_token, vocab.extra_units = generation_caps(train_sources, [e.units for e in train])
+            vocab.save(work)
+        job = _Job(
+            config=config,
+            work=work,
+            vocab=vocab,
+            vocab_tokens=len(tokenizer),
+            train_sources=train_sources,
+            train_units=[e.units for e in train],
+            valid_sources=_tokenize(tokenizer, valid),
+            valid_units=[e.units for e in valid],
+            resume=resume,
+        )
+        report = launch(_train, config.gpus, job, device=config.device)
 
     inputs = {"manifest": Path(config.manifest).resolve(), "units": source.path.resolve()}
     if config.init is not None:

@@ -99,3 +99,18 @@ def test_work_folder_start_and_the_unfinished_run_check(tmp_path: Path) -> None:
     check_unfinished(work, work / "checkpoints" / "checkpoint-00000002.pt")
     start_work(work, Settings(steps=5), resume_from=work / "checkpoints" / "checkpoint-00000002.pt")
     assert (work / "checkpoints").is_dir() and (work / "config.yaml").read_text() == "steps: 5\n"
+
+
+def test_clean_up_unstarted_keeps_only_runs_with_a_checkpoint(tmp_path: Path) -> None:
+    from dvcli.training import clean_up_unstarted
+
+    work = tmp_path / "out.partial"
+    (work / "tensorboard").mkdir(parents=True)
+    with pytest.raises(RuntimeError), clean_up_unstarted(work):
+        raise RuntimeError("died at step 1")
+    assert not work.exists()
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "checkpoint-00000002.pt").write_bytes(b"x")
+    with pytest.raises(KeyboardInterrupt), clean_up_unstarted(work):
+        raise KeyboardInterrupt
+    assert (work / "checkpoints" / "checkpoint-00000002.pt").exists()  # kept for --resume

@@ -336,3 +336,27 @@ def test_tiny_overfits_the_toy_corpus(toy_units: tuple[Path, Path], tmp_path: Pa
     logging.getLogger(__name__).warning("toy corpus, %s: UER %.1f%% on %d training sentences after %d steps, %.0f s",
                                         TOY_SPEAKER, 100 * uer, len(references), result.steps, seconds)
     assert uer < 0.10
+
+
+def test_checks_come_first_and_a_failure_before_the_first_checkpoint_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest, units = _small_data(tmp_path, speakers=2)
+    # A user's own folder as -o is refused before any training (it used to be refused after a whole run).
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="my-notes: exists and is not a dv output folder"):
+        run(_resume_config(manifest, units, mine, 8))
+    assert (mine / "notes.txt").read_text() == "keep me" and not work_folder(mine).exists()
+
+    # A run that dies before its first checkpoint leaves no OUT.partial behind to block the next one.
+    import stages.train_t2u as stage
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "launch", die)
+    with pytest.raises(KeyboardInterrupt):
+        run(_resume_config(manifest, units, tmp_path / "out", 8))
+    assert not work_folder(tmp_path / "out").exists() and not (tmp_path / "out").exists()
