@@ -74,6 +74,7 @@ from dvcli.training import (
     start_work,
     step_generator,
     summary_writer,
+    torch_threads,
     warmup_cosine,
     work_folder,
 )
@@ -116,6 +117,7 @@ class PretrainSpeakerConfig(StageConfig):
     export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
     workers: int = 2  # data-loading processes (0 = load in the training process)
+    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     log_every: int = 10  # steps between loss lines in TensorBoard and train.tsv
     checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
@@ -327,6 +329,14 @@ def _train(
     init_state: dict[str, torch.Tensor] | None, work: Path,
 ) -> list[list[float]]:
     """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
+    with torch_threads(config.threads, info.device):
+        return _loop(info, config, split, resume_from, init_state, work)
+
+
+def _loop(
+    info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None,
+    init_state: dict[str, torch.Tensor] | None, work: Path,
+) -> list[list[float]]:
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
     state: dict[str, Any] | None = None

@@ -32,7 +32,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.speaker import SpeakerFrontend
-from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
+from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer, torch_threads
 
 if TYPE_CHECKING:
     from stages.train_joint import Plan, TrainJointConfig
@@ -51,13 +51,8 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
         ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and the final
         ``generator`` and ``encoder`` state dicts (on the CPU).
     """
-    threads = torch.get_num_threads()
-    if config.threads > 0 and info.device.type == "cpu":
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads, info.device):
         return _train(info, config, plan, resume_from, work)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclasses.dataclass

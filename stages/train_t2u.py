@@ -60,6 +60,7 @@ from dvcli.training import (
     resume_point,
     start_work,
     summary_writer,
+    torch_threads,
     warmup_cosine,
     work_folder,
 )
@@ -101,6 +102,7 @@ class TrainT2UConfig(StageConfig):
     beams: int = 5  # beam width for evaluation (and the saved generation config)
     keep_checkpoints: int = 2  # checkpoints kept while training
     gpus: int = 1  # processes (one per GPU; on CPU, gloo processes sharing the cores)
+    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
     resume: bool = False  # continue from OUT.partial/ or OUT/checkpoints instead of starting over
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
 
@@ -391,6 +393,11 @@ def _default_lr(config: TrainT2UConfig) -> float:
 
 def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
     """One training process: returns (on rank 0) the loss history, metrics and timing."""
+    with torch_threads(job.config.threads, info.device):
+        return _loop(info, job)
+
+
+def _loop(info: DistInfo, job: _Job) -> dict[str, Any]:
     quiet_transformers()
     config, vocab = job.config, job.vocab
     manager = CheckpointManager(job.work / "checkpoints", kind=CHECKPOINT_KIND, keep_last=config.keep_checkpoints)
