@@ -2,7 +2,7 @@
 #   make demo   - install into .venv if needed, then run the whole pipeline on the toy corpus
 #   make test   - install into .venv if needed, then run the test suite
 # and one for maintainers:
-#   make lint   - ruff check (pyflakes, import order: pyproject.toml's [tool.ruff.lint])
+#   make lint   - ruff check (pyflakes, import order: pyproject.toml's [tool.ruff.lint]) and ruff format --check
 #   make lock   - re-resolve every dependency into constraints.txt (after editing pyproject.toml's
 #                 dependencies, or to take newer releases on purpose; then run make test)
 VENV ?= .venv
@@ -45,6 +45,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf demo .pytest_cache

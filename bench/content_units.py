@@ -103,11 +103,13 @@ def main() -> None:
     results = {}
     for kind in args.kinds:
         started = time.perf_counter()
-        extract_units.run(extract_units.ExtractUnitsConfig(manifest=data, out=work / f"feats-{kind}", device="cpu",
-                                                           **KINDS[kind]))
+        extract_units.run(
+            extract_units.ExtractUnitsConfig(manifest=data, out=work / f"feats-{kind}", device="cpu", **KINDS[kind])
+        )
         seconds = time.perf_counter() - started
-        cluster.run(cluster.ClusterConfig(features=[work / f"feats-{kind}"], out=work / f"km-{kind}", k=args.k,
-                                          device="cpu"))
+        cluster.run(
+            cluster.ClusterConfig(features=[work / f"feats-{kind}"], out=work / f"km-{kind}", k=args.k, device="cpu")
+        )
         units = read_unit_source(work / f"km-{kind}").units
         bound = bounds(readings_by_sentence(manifest, units))
         results[kind] = {
@@ -128,15 +130,18 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for kind, r in results.items():
-        lines.append(f"| {kind} | {r['cross_speaker_distance']:.2f} | {100 * r['blind_bound_closest_pair']:.1f}% "
-                     f"| {100 * r['blind_bound_all_speakers']:.1f}% | {100 * r['speaker_id_accuracy']:.0f}% "
-                     f"(chance {100 / r['speakers']:.0f}%) | {r['extract_seconds']:.0f} s |")
+        lines.append(
+            f"| {kind} | {r['cross_speaker_distance']:.2f} | {100 * r['blind_bound_closest_pair']:.1f}% "
+            f"| {100 * r['blind_bound_all_speakers']:.1f}% | {100 * r['speaker_id_accuracy']:.0f}% "
+            f"(chance {100 / r['speakers']:.0f}%) | {r['extract_seconds']:.0f} s |"
+        )
     table = "\n".join(lines)
     print(table)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "content_units.json").write_text(json.dumps({"k": args.k, "threads": args.threads, "results": results},
-                                                       indent=2) + "\n")
+    (out / "content_units.json").write_text(
+        json.dumps({"k": args.k, "threads": args.threads, "results": results}, indent=2) + "\n"
+    )
     (out / "content_units.md").write_text(table + "\n")
 
 

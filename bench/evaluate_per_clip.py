@@ -47,7 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--asr", default="auto", help="recogniser: auto (whisper-base when installed), pocketsphinx, ...")
+    parser.add_argument(
+        "--asr", default="auto", help="recogniser: auto (whisper-base when installed), pocketsphinx, ..."
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()

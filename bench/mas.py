@@ -64,8 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scores, mask, secs = make_batch(args.batch, args.seconds)
-    print(f"batch {args.batch}, frames x tokens up to {scores.shape[1]} x {scores.shape[2]}, "
-          f"{args.threads} threads, median of {args.repeats}")
+    print(
+        f"batch {args.batch}, frames x tokens up to {scores.shape[1]} x {scores.shape[2]}, "
+        f"{args.threads} threads, median of {args.repeats}"
+    )
 
     try:
         from monotonic_alignment_search import maximum_path_cython

@@ -64,16 +64,28 @@ def main() -> None:
             f.write(f"{r.id}\t{r.text}\t{Path(r.audio).resolve()}\t{r.speaker}\tresynthesis\n")
     units = args.units / "units.tsv" if args.units.is_dir() else args.units
     synth = args.out / "synth"
-    synthesize.run(synthesize.SynthesizeConfig(model=args.model, out=synth, batch=batch, units=str(units),
-                                               device="cpu", noise_scale=0.667))
+    synthesize.run(
+        synthesize.SynthesizeConfig(
+            model=args.model, out=synth, batch=batch, units=str(units), device="cpu", noise_scale=0.667
+        )
+    )
     gt = args.out / "ground_truth.tsv"
     with gt.open("w", encoding="utf-8") as f:
         f.write("id\taudio\tspeaker\tduration\ttext\n")
         for r in chosen:
             f.write(f"{r.id}\t{Path(r.audio).resolve()}\t{r.speaker}\t{r.duration}\t{r.text}\n")
-    result = evaluate.run(evaluate.EvaluateConfig(systems=[synth / "synth.tsv"], names=["resynthesis"],
-                                                  ground_truth=gt, out=args.out / "report", metrics=["cer"],
-                                                  asr=args.asr, plots=False, device="cpu"))
+    result = evaluate.run(
+        evaluate.EvaluateConfig(
+            systems=[synth / "synth.tsv"],
+            names=["resynthesis"],
+            ground_truth=gt,
+            out=args.out / "report",
+            metrics=["cer"],
+            asr=args.asr,
+            plots=False,
+            device="cpu",
+        )
+    )
     cer = {g.system: g.stats["cer"] for g in result.groups}
     report = json.loads((args.out / "report" / "report.json").read_text())
     # Whisper invents sentences from babble ("that that that ..."), so a clip's CER can pass 100%:
@@ -82,15 +94,19 @@ def main() -> None:
         clips = [r for r in csv.DictReader(f, delimiter="\t") if r["system"] == "resynthesis"]
     median = statistics.median(float(r["cer"]) for r in clips)
     steps = json.loads((Path(args.model) / "meta.json").read_text()).get("steps")
-    line = (f"{args.model}\t{steps}\t{100 * cer['resynthesis']['mean']:.1f}\t{100 * median:.1f}\t"
-            f"{100 * cer['ground truth']['mean']:.1f}\t{len(chosen)}\t{report['asr']}\n")
+    line = (
+        f"{args.model}\t{steps}\t{100 * cer['resynthesis']['mean']:.1f}\t{100 * median:.1f}\t"
+        f"{100 * cer['ground truth']['mean']:.1f}\t{len(chosen)}\t{report['asr']}\n"
+    )
     curve = args.out.parent / "resynthesis.tsv"
     if not curve.exists():
         curve.write_text("model\tsteps\tcer_resynthesis\tcer_resynthesis_median\tcer_recordings\tclips\tasr\n")
     with curve.open("a") as f:
         f.write(line)
-    print(f"resynthesis CER {100 * cer['resynthesis']['mean']:.1f}% (median {100 * median:.1f}%; recordings "
-          f"{100 * cer['ground truth']['mean']:.1f}%), {len(chosen)} clips, steps {steps}, {report['asr']}")
+    print(
+        f"resynthesis CER {100 * cer['resynthesis']['mean']:.1f}% (median {100 * median:.1f}%; recordings "
+        f"{100 * cer['ground truth']['mean']:.1f}%), {len(chosen)} clips, steps {steps}, {report['asr']}"
+    )
 
 
 if __name__ == "__main__":

@@ -92,12 +92,18 @@ def main() -> None:
         }
         results.append(row)
 
-    print(f"CAM++ (embedding {args.embedding_size}, {sum(p.numel() for p in model.parameters()):,} parameters), "
-          f"{args.seconds:g} s clips, median of {args.repeats}; RTF = time / audio duration")
-    print(f"{'threads':>7}  {'dv (torch)':>10}  {'onnxruntime':>11}  {'dv/ort':>6}  {'dv fbank':>8}  {'torchaudio fbank':>16}")
+    print(
+        f"CAM++ (embedding {args.embedding_size}, {sum(p.numel() for p in model.parameters()):,} parameters), "
+        f"{args.seconds:g} s clips, median of {args.repeats}; RTF = time / audio duration"
+    )
+    print(
+        f"{'threads':>7}  {'dv (torch)':>10}  {'onnxruntime':>11}  {'dv/ort':>6}  {'dv fbank':>8}  {'torchaudio fbank':>16}"
+    )
     for r in results:
-        print(f"{r['threads']:>7}  {r['dv']:>10.4f}  {r['onnxruntime']:>11.4f}  {r['dv'] / r['onnxruntime']:>6.2f}  "
-              f"{r['dv fbank']:>8.4f}  {r['torchaudio fbank']:>16.4f}")
+        print(
+            f"{r['threads']:>7}  {r['dv']:>10.4f}  {r['onnxruntime']:>11.4f}  {r['dv'] / r['onnxruntime']:>6.2f}  "
+            f"{r['dv fbank']:>8.4f}  {r['torchaudio fbank']:>16.4f}"
+        )
     for name, value in REFERENCES.items():
         print(f"reference: {name}: RTF {value}")
     out = Path(__file__).resolve().parent / "results"

@@ -59,38 +59,61 @@ def main() -> None:
         return
 
     python = args.coqui_python or coqui_bench.ensure_venv(args.own_torch)
-    print(f"base configuration, {args.seconds:g} s utterances, {args.threads} thread(s), CPU, "
-          f"{args.steps} interleaved runs each", flush=True)
+    print(
+        f"base configuration, {args.seconds:g} s utterances, {args.threads} thread(s), CPU, "
+        f"{args.steps} interleaved runs each",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         args.onnx_dir = Path(tmp) / "onnx"
         timing = run_worker(python, args, "timing")
         memory = {name: run_worker(python, args, "memory", name) for name in CONTENDERS}
-    print(f"torch {timing['torch']}, onnxruntime {timing['onnxruntime']}, coqui-tts {timing['coqui_version']}; "
-          f"generator parameters: ours {timing['params']['ours']:,}, Coqui {timing['params']['coqui']:,}")
+    print(
+        f"torch {timing['torch']}, onnxruntime {timing['onnxruntime']}, coqui-tts {timing['coqui_version']}; "
+        f"generator parameters: ours {timing['params']['ours']:,}, Coqui {timing['params']['coqui']:,}"
+    )
     rtf, cpu = timing["rtf"], timing["rtf_cpu"]
     print(f"{'median':<44}{'PyTorch':>10}{'ONNX':>10}{'Coqui':>10}{'PyTorch/Coqui':>15}{'ONNX/Coqui':>12}")
     for name, row in (("real-time factor, wall", rtf), ("real-time factor, CPU time", cpu)):
-        print(f"{name:<44}{row['pytorch']:>10.3f}{row['onnx']:>10.3f}{row['coqui']:>10.3f}"
-              f"{row['pytorch'] / row['coqui']:>14.2f}x{row['onnx'] / row['coqui']:>11.2f}x")
+        print(
+            f"{name:<44}{row['pytorch']:>10.3f}{row['onnx']:>10.3f}{row['coqui']:>10.3f}"
+            f"{row['pytorch'] / row['coqui']:>14.2f}x{row['onnx'] / row['coqui']:>11.2f}x"
+        )
     embed = timing["embed_ms"]
-    print(f"{'speaker embedding of a 3 s reference (ms)':<44}{embed['pytorch']:>10.1f}{embed['onnx']:>10.1f}"
-          f"{'-':>10}")
+    print(f"{'speaker embedding of a 3 s reference (ms)':<44}{embed['pytorch']:>10.1f}{embed['onnx']:>10.1f}{'-':>10}")
     mem = {k: v["peak_mib"] for k, v in memory.items()}
-    print(f"{'peak memory (MiB RSS over baseline)':<44}{mem['pytorch']:>10.0f}{mem['onnx']:>10.0f}{mem['coqui']:>10.0f}"
-          f"{mem['pytorch'] / mem['coqui']:>14.2f}x{mem['onnx'] / mem['coqui']:>11.2f}x")
+    print(
+        f"{'peak memory (MiB RSS over baseline)':<44}{mem['pytorch']:>10.0f}{mem['onnx']:>10.0f}{mem['coqui']:>10.0f}"
+        f"{mem['pytorch'] / mem['coqui']:>14.2f}x{mem['onnx'] / mem['coqui']:>11.2f}x"
+    )
     default = min(("pytorch", "onnx"), key=lambda k: rtf[k])
-    print(f"faster backend here: {default}; our CPU default / Coqui = {rtf['onnx'] / rtf['coqui']:.2f}x "
-          f"(target <= 0.5x)")
+    print(
+        f"faster backend here: {default}; our CPU default / Coqui = {rtf['onnx'] / rtf['coqui']:.2f}x (target <= 0.5x)"
+    )
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "synth_rtf.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                        "timing": timing, "memory": memory}, indent=2))
+    (results / "synth_rtf.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "timing": timing, "memory": memory}, indent=2)
+    )
 
 
 def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    cmd = [str(python), str(Path(__file__).resolve()), "--worker", *extra, "--seconds", str(args.seconds),
-           "--threads", str(args.threads), "--steps", str(args.steps), "--seed", str(args.seed),
-           "--onnx-dir", str(args.onnx_dir)]
+    cmd = [
+        str(python),
+        str(Path(__file__).resolve()),
+        "--worker",
+        *extra,
+        "--seconds",
+        str(args.seconds),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--onnx-dir",
+        str(args.onnx_dir),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -148,11 +171,15 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     coqui, _, _ = coqui_bench.build_coqui(inputs)
     coqui.eval()
     count = lambda params: sum(p.numel() for p in params)  # noqa: E731
-    params = {"ours": count(joint.generator.parameters()),
-              "coqui": count(p for k, p in coqui.named_parameters() if not k.startswith("disc."))}
-    run = {"pytorch": lambda i: synth_once(synths["pytorch"], inputs, i),
-           "onnx": lambda i: synth_once(synths["onnx"], inputs, i),
-           "coqui": lambda i: coqui_bench.infer_coqui(coqui, inputs)}
+    params = {
+        "ours": count(joint.generator.parameters()),
+        "coqui": count(p for k, p in coqui.named_parameters() if not k.startswith("disc.")),
+    }
+    run = {
+        "pytorch": lambda i: synth_once(synths["pytorch"], inputs, i),
+        "onnx": lambda i: synth_once(synths["onnx"], inputs, i),
+        "coqui": lambda i: coqui_bench.infer_coqui(coqui, inputs),
+    }
     device = inputs["device"]
     for name in CONTENDERS:  # warm-up
         run[name](0)
@@ -160,7 +187,7 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     rtf_cpu: dict[str, list[float]] = {k: [] for k in CONTENDERS}
     with torch.inference_mode():
         for i in range(args.steps):
-            order = CONTENDERS[i % 3:] + CONTENDERS[: i % 3]
+            order = CONTENDERS[i % 3 :] + CONTENDERS[: i % 3]
             for name in order:
                 wall, cpu, audio = coqui_bench._timed(lambda: run[name](i + 1), device)
                 rtf[name].append(wall / audio)
@@ -170,11 +197,18 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     for name, synth in synths.items():
         synth.embed(reference)
         embed_ms[name] = 1000 * statistics.median(
-            coqui_bench._timed(lambda: synth.embed(reference), device)[0] for _ in range(args.steps))
-    return {"rtf": {k: statistics.median(v) for k, v in rtf.items()},
-            "rtf_cpu": {k: statistics.median(v) for k, v in rtf_cpu.items()}, "all": rtf, "embed_ms": embed_ms,
-            "params": params, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "coqui_version": importlib.metadata.version("coqui-tts")}
+            coqui_bench._timed(lambda: synth.embed(reference), device)[0] for _ in range(args.steps)
+        )
+    return {
+        "rtf": {k: statistics.median(v) for k, v in rtf.items()},
+        "rtf_cpu": {k: statistics.median(v) for k, v in rtf_cpu.items()},
+        "all": rtf,
+        "embed_ms": embed_ms,
+        "params": params,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "coqui_version": importlib.metadata.version("coqui-tts"),
+    }
 
 
 def memory_worker(args: argparse.Namespace, impl: str) -> dict[str, Any]:

@@ -68,8 +68,10 @@ def main() -> None:
     print("one speaker: 0% (a model can memorise every sentence)")
     if found["closest_pair"]:
         (near, near_uer), (far, far_uer) = found["closest_pair"], found["farthest_pair"]
-        print(f"two speakers, lowest possible UER: {100 * near_uer:.1f}% (closest pair {near}), "
-              f"{100 * far_uer:.1f}% (farthest pair {far})")
+        print(
+            f"two speakers, lowest possible UER: {100 * near_uer:.1f}% (closest pair {near}), "
+            f"{100 * far_uer:.1f}% (farthest pair {far})"
+        )
         print(f"all {len(found['speakers'])} speakers, medoid answer: {100 * found['all_speakers_medoid']:.1f}%")
 
 

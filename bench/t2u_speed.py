@@ -38,17 +38,30 @@ def main() -> None:
         if folder is None:
             manifest, units = make_t2u_data(Path(tmp), sentences, k=100)
             started = time.perf_counter()
-            result = run(TrainT2UConfig(manifest=manifest, units=units, out=Path(tmp) / "t2u", steps=args.steps,
-                                        batch_size=16, eval_every=args.steps, valid_fraction=0.0, device="cpu"))
+            result = run(
+                TrainT2UConfig(
+                    manifest=manifest,
+                    units=units,
+                    out=Path(tmp) / "t2u",
+                    steps=args.steps,
+                    batch_size=16,
+                    eval_every=args.steps,
+                    valid_fraction=0.0,
+                    device="cpu",
+                )
+            )
             elapsed = time.perf_counter() - started
-            print(f"training: {args.steps} steps, batch 16, in {elapsed:.1f} s "
-                  f"({args.steps / result.seconds:.2f} steps/s in the loop), UER {100 * result.train_uer:.1f}%")
+            print(
+                f"training: {args.steps} steps, batch 16, in {elapsed:.1f} s "
+                f"({args.steps / result.seconds:.2f} steps/s in the loop), UER {100 * result.train_uer:.1f}%"
+            )
             folder = result.out
         t2u = TextToUnit.load(folder)
         t2u.units(sentences[:2], beams=1)  # warm-up
         lengths = [len(u) for u in t2u.units(sentences, beams=5)]
-        print(f"{len(sentences)} sentences, {sum(lengths) / len(lengths):.0f} units on average, "
-              f"{args.threads} thread(s)")
+        print(
+            f"{len(sentences)} sentences, {sum(lengths) / len(lengths):.0f} units on average, {args.threads} thread(s)"
+        )
         timings = {}
         for beams in (1, 5):
             for batch in (1, 16):
@@ -57,7 +70,9 @@ def main() -> None:
                 timings[beams, batch] = (time.perf_counter() - started) / len(sentences)
         reference = timings[1, 1]
         for (beams, batch), seconds in timings.items():
-            print(f"beams {beams}, batch {batch:2d}: {seconds:.3f} s/sentence  ({seconds / reference:.2f}x greedy one-by-one)")
+            print(
+                f"beams {beams}, batch {batch:2d}: {seconds:.3f} s/sentence  ({seconds / reference:.2f}x greedy one-by-one)"
+            )
 
 
 if __name__ == "__main__":

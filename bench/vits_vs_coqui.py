@@ -57,23 +57,43 @@ def ensure_venv(own_torch: bool) -> Path:
     print(f"creating {VENV} with coqui-tts=={COQUI_VERSION} (once; ~1 minute)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     if not own_torch:
-        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         # Appended after the venv's own site-packages: Coqui's extra dependencies win, torch is shared.
         Path(site, "zz_shared_parent_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     packages = [f"coqui-tts[codec]=={COQUI_VERSION}", "six"]  # six: imported by coqui-tts, not declared
     if own_torch:
         packages += ["torch", "torchaudio"]
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
-                   check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages], check=True
+    )
     marker.touch()
     return python
 
 
 def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    cmd = [str(python), str(Path(__file__).resolve()), "--worker", *extra, "--batch", str(args.batch),
-           "--seconds", str(args.seconds), "--threads", str(args.threads), "--steps", str(args.steps),
-           "--device", args.device, "--seed", str(args.seed)]
+    cmd = [
+        str(python),
+        str(Path(__file__).resolve()),
+        "--worker",
+        *extra,
+        "--batch",
+        str(args.batch),
+        "--seconds",
+        str(args.seconds),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -99,15 +119,23 @@ def main() -> None:
         return
 
     python = args.coqui_python or ensure_venv(args.own_torch)
-    print(f"batch {args.batch}, utterances up to {args.seconds} s, {args.threads} threads, {args.device}, "
-          f"{args.steps} interleaved steps / inference runs each", flush=True)
+    print(
+        f"batch {args.batch}, utterances up to {args.seconds} s, {args.threads} threads, {args.device}, "
+        f"{args.steps} interleaved steps / inference runs each",
+        flush=True,
+    )
     timing = run_worker(python, args, "timing")
-    memory = {(impl, phase): run_worker(python, args, "memory", impl, phase)
-              for phase in ("train", "infer") for impl in ("ours", "coqui")}
-    print(f"torch {timing['torch']}, coqui-tts {timing['coqui_version']}, "
-          f"generator parameters: ours {timing['params']['ours']:,} (incl. speaker_proj), "
-          f"Coqui {timing['params']['coqui']:,}; discriminator: ours {timing['params']['ours_disc']:,}, "
-          f"Coqui {timing['params']['coqui_disc']:,}")
+    memory = {
+        (impl, phase): run_worker(python, args, "memory", impl, phase)
+        for phase in ("train", "infer")
+        for impl in ("ours", "coqui")
+    }
+    print(
+        f"torch {timing['torch']}, coqui-tts {timing['coqui_version']}, "
+        f"generator parameters: ours {timing['params']['ours']:,} (incl. speaker_proj), "
+        f"Coqui {timing['params']['coqui']:,}; discriminator: ours {timing['params']['ours_disc']:,}, "
+        f"Coqui {timing['params']['coqui_disc']:,}"
+    )
     unit = "MiB " + ("peak RSS over baseline" if args.device == "cpu" else "max allocated")
     rows = [
         ("training step, wall (s)", timing["train"]["ours"], timing["train"]["coqui"], "<= 1.0"),
@@ -125,9 +153,17 @@ def main() -> None:
         print(f"{name:<{width}}{ours:>10.3f}{coqui:>10.3f}{ours / coqui:>11.2f}x{target:>9}")
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "vits_vs_coqui.json").write_text(json.dumps({"args": vars(args) | {"coqui_python": str(python)},
-                                                            "timing": timing, "memory": {
-        f"{k[0]}_{k[1]}": v for k, v in memory.items()}}, indent=2, default=str))
+    (results / "vits_vs_coqui.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args) | {"coqui_python": str(python)},
+                "timing": timing,
+                "memory": {f"{k[0]}_{k[1]}": v for k, v in memory.items()},
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 # -- workers (run inside the Coqui venv) ------------------------------------------------------------
@@ -152,9 +188,16 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         wav[i, : n * hop] = torch.from_numpy(voice(n * hop / rate, rate, pitch=100 + 15 * i, seed=i))
     unit_lengths = torch.from_numpy((frames * hop / rate * 50).astype(int))  # HuBERT: 50 units per second
     units = torch.randint(0, 1000, (args.batch, int(unit_lengths.max())))
-    return {"config": config, "wav": wav, "wav_lengths": torch.from_numpy(frames * hop), "units": units,
-                "unit_lengths": unit_lengths, "speaker": torch.randn(args.batch, config.speaker_embedding_dim),
-                "d_vector": torch.randn(args.batch, config.gin_channels), "device": torch.device(args.device)}
+    return {
+        "config": config,
+        "wav": wav,
+        "wav_lengths": torch.from_numpy(frames * hop),
+        "units": units,
+        "unit_lengths": unit_lengths,
+        "speaker": torch.randn(args.batch, config.speaker_embedding_dim),
+        "d_vector": torch.randn(args.batch, config.gin_channels),
+        "device": torch.device(args.device),
+    }
 
 
 def build_ours(inputs: dict[str, Any]) -> tuple[Any, Any]:
@@ -174,20 +217,39 @@ def build_coqui(inputs: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
 
     c = inputs["config"]
     model_args = VitsArgs(
-        num_chars=c.vocab_size, out_channels=c.spec_channels, spec_segment_size=c.segment_frames,
-        hidden_channels=c.hidden_channels, hidden_channels_ffn_text_encoder=c.filter_channels,
-        num_heads_text_encoder=c.n_heads, num_layers_text_encoder=c.n_layers, kernel_size_text_encoder=c.kernel_size,
-        dropout_p_text_encoder=c.dropout, dropout_p_duration_predictor=c.duration_dropout,
-        kernel_size_posterior_encoder=c.posterior_kernel_size, num_layers_posterior_encoder=c.posterior_layers,
-        kernel_size_flow=c.flow_kernel_size, num_layers_flow=c.flow_layers, use_sdp=c.stochastic_duration,
-        resblock_kernel_sizes_decoder=c.resblock_kernel_sizes, resblock_dilation_sizes_decoder=c.resblock_dilations,
-        upsample_rates_decoder=c.upsample_rates, upsample_initial_channel_decoder=c.upsample_initial_channels,
+        num_chars=c.vocab_size,
+        out_channels=c.spec_channels,
+        spec_segment_size=c.segment_frames,
+        hidden_channels=c.hidden_channels,
+        hidden_channels_ffn_text_encoder=c.filter_channels,
+        num_heads_text_encoder=c.n_heads,
+        num_layers_text_encoder=c.n_layers,
+        kernel_size_text_encoder=c.kernel_size,
+        dropout_p_text_encoder=c.dropout,
+        dropout_p_duration_predictor=c.duration_dropout,
+        kernel_size_posterior_encoder=c.posterior_kernel_size,
+        num_layers_posterior_encoder=c.posterior_layers,
+        kernel_size_flow=c.flow_kernel_size,
+        num_layers_flow=c.flow_layers,
+        use_sdp=c.stochastic_duration,
+        resblock_kernel_sizes_decoder=c.resblock_kernel_sizes,
+        resblock_dilation_sizes_decoder=c.resblock_dilations,
+        upsample_rates_decoder=c.upsample_rates,
+        upsample_initial_channel_decoder=c.upsample_initial_channels,
         upsample_kernel_sizes_decoder=c.upsample_kernel_sizes,
         periods_multi_period_discriminator=c.discriminator_periods,
-        use_d_vector_file=True, d_vector_dim=c.gin_channels,
+        use_d_vector_file=True,
+        d_vector_dim=c.gin_channels,
     )
-    audio = BaseAudioConfig(sample_rate=c.sample_rate, fft_size=c.n_fft, win_length=c.win_length,
-                            hop_length=c.hop_length, num_mels=c.n_mels, mel_fmin=c.mel_fmin, mel_fmax=c.mel_fmax)
+    audio = BaseAudioConfig(
+        sample_rate=c.sample_rate,
+        fft_size=c.n_fft,
+        win_length=c.win_length,
+        hop_length=c.hop_length,
+        num_mels=c.n_mels,
+        mel_fmin=c.mel_fmin,
+        mel_fmax=c.mel_fmax,
+    )
     config = CoquiConfig(model_args=model_args, audio=audio)
 
     class UnitVits(Vits):
@@ -208,10 +270,13 @@ def coqui_step(model: Any, optimizers: list[Any], criteria: list[Any], inputs: d
 
     dev = inputs["device"]
     batch = {
-        "tokens": inputs["units"].to(dev), "token_lens": inputs["unit_lengths"].to(dev),
+        "tokens": inputs["units"].to(dev),
+        "token_lens": inputs["unit_lengths"].to(dev),
         "waveform": inputs["wav"].unsqueeze(1).to(dev),
         "waveform_rel_lens": (inputs["wav_lengths"] / inputs["wav"].shape[1]).to(dev),
-        "d_vectors": inputs["d_vector"].to(dev), "speaker_ids": None, "language_ids": None,
+        "d_vectors": inputs["d_vector"].to(dev),
+        "speaker_ids": None,
+        "language_ids": None,
     }
     batch = model.format_batch_on_device(batch)
     for idx, optimizer in enumerate(optimizers):
@@ -233,16 +298,19 @@ def infer_ours(generator: Any, inputs: dict[str, Any]) -> float:
     """Seconds of audio produced."""
     dev = inputs["device"]
     n = int(inputs["unit_lengths"][0])
-    _, lengths = generator.infer(inputs["units"][:1, :n].to(dev), inputs["unit_lengths"][:1].to(dev),
-                                 inputs["speaker"][:1].to(dev))
+    _, lengths = generator.infer(
+        inputs["units"][:1, :n].to(dev), inputs["unit_lengths"][:1].to(dev), inputs["speaker"][:1].to(dev)
+    )
     return float(lengths[0]) / inputs["config"].sample_rate
 
 
 def infer_coqui(model: Any, inputs: dict[str, Any]) -> float:
     dev = inputs["device"]
     n = int(inputs["unit_lengths"][0])
-    out = model.inference(inputs["units"][:1, :n].to(dev), aux_input={
-        "x_lengths": inputs["unit_lengths"][:1].to(dev), "d_vectors": inputs["d_vector"][:1].to(dev)})
+    out = model.inference(
+        inputs["units"][:1, :n].to(dev),
+        aux_input={"x_lengths": inputs["unit_lengths"][:1].to(dev), "d_vectors": inputs["d_vector"][:1].to(dev)},
+    )
     return float(out["y_mask"].sum()) * inputs["config"].hop_length / inputs["config"].sample_rate
 
 
@@ -271,17 +339,24 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     dev = inputs["device"]
     generator, trainer = build_ours(inputs)
     coqui, optimizers, criteria = build_coqui(inputs)
+
     def count(params: Any) -> int:
         return sum(p.numel() for p in params)
 
-    params = {"ours": count(generator.parameters()), "ours_disc": count(trainer.discriminator.parameters()),
-              "coqui": count(p for k, p in coqui.named_parameters() if not k.startswith("disc.")),
-              "coqui_disc": count(coqui.disc.parameters())}
+    params = {
+        "ours": count(generator.parameters()),
+        "ours_disc": count(trainer.discriminator.parameters()),
+        "coqui": count(p for k, p in coqui.named_parameters() if not k.startswith("disc.")),
+        "coqui_disc": count(coqui.disc.parameters()),
+    }
 
-    contenders = {"ours": lambda: our_step(trainer, inputs), "coqui": lambda: coqui_step(coqui, optimizers, criteria,
-                                                                                         inputs)}
-    runs: dict[str, dict[str, list[float]]] = {k: {"ours": [], "coqui": []}
-                                               for k in ("train", "train_cpu", "infer", "infer_cpu")}
+    contenders = {
+        "ours": lambda: our_step(trainer, inputs),
+        "coqui": lambda: coqui_step(coqui, optimizers, criteria, inputs),
+    }
+    runs: dict[str, dict[str, list[float]]] = {
+        k: {"ours": [], "coqui": []} for k in ("train", "train_cpu", "infer", "infer_cpu")
+    }
     for name, fn in contenders.items():  # warm-up (numba cache, allocator, oneDNN kernels)
         fn()
     for i in range(args.steps):
@@ -302,7 +377,9 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
             runs["infer_cpu"][name].append(cpu / audio)
     return {
         **{key: {k: statistics.median(v) for k, v in values.items()} for key, values in runs.items()},
-        "all": runs, "params": params, "torch": torch.__version__,
+        "all": runs,
+        "params": params,
+        "torch": torch.__version__,
         "coqui_version": importlib.metadata.version("coqui-tts"),
     }
 
@@ -324,12 +401,16 @@ def memory_worker(args: argparse.Namespace, impl: str, phase: str) -> dict[str, 
     baseline = _rss_mib()
     if impl == "ours":
         generator, trainer = build_ours(inputs)
-        run = (lambda: our_step(trainer, inputs)) if phase == "train" else (lambda: infer_ours(generator.eval(),
-                                                                                               inputs))
+        run = (
+            (lambda: our_step(trainer, inputs)) if phase == "train" else (lambda: infer_ours(generator.eval(), inputs))
+        )
     else:
         coqui, optimizers, criteria = build_coqui(inputs)
-        run = (lambda: coqui_step(coqui, optimizers, criteria, inputs)) if phase == "train" else (
-            lambda: infer_coqui(coqui.eval(), inputs))
+        run = (
+            (lambda: coqui_step(coqui, optimizers, criteria, inputs))
+            if phase == "train"
+            else (lambda: infer_coqui(coqui.eval(), inputs))
+        )
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(2):

@@ -60,7 +60,9 @@ def output_lock(out: str | Path) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise UserError(f"{out}: another dv run is writing this output folder (wait for it to end, or choose another -o)") from None
+        raise UserError(
+            f"{out}: another dv run is writing this output folder (wait for it to end, or choose another -o)"
+        ) from None
     try:
         yield
     finally:
@@ -134,9 +136,7 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
         if not replace:
             raise UserError(f"{path}: already exists (remove it or pass --force)")
         if any(path.iterdir()) and not is_dv_output(path):
-            raise UserError(
-                f"{path}: exists and is not a dv output folder; refusing to replace it (choose another -o)"
-            )
+            raise UserError(f"{path}: exists and is not a dv output folder; refusing to replace it (choose another -o)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -87,8 +87,10 @@ def check_readable(items: Iterable[tuple[str, str | Path]], source: str | Path) 
             bad.append((uid, str(err)))
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UserError(f"{source}: utterance '{bad[0][0]}' has unusable audio{more}: {bad[0][1]}; "
-                        "fix or remove the row(s) before training")
+        raise UserError(
+            f"{source}: utterance '{bad[0][0]}' has unusable audio{more}: {bad[0][1]}; "
+            "fix or remove the row(s) before training"
+        )
 
 
 def load_audio(
@@ -172,8 +174,9 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         with atomic_path(path) as tmp:
             sf.write(str(tmp), data, sample_rate, format=file_format, subtype=subtype or default_subtype)
     except sf.LibsndfileError as err:  # "System error." is libsndfile's word for the OS refusing a write
-        raise path_error(path, f"cannot write the audio ({_reason(err)})",
-                         "is the disk full, or the folder read-only?") from None
+        raise path_error(
+            path, f"cannot write the audio ({_reason(err)})", "is the disk full, or the folder read-only?"
+        ) from None
 
 
 def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
@@ -186,7 +189,9 @@ def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
         UserError: the folder is missing or holds no audio.
     """
     if not folder.is_dir():
-        raise UserError(f"{folder}: folder not found (give a folder of {'impulse responses' if rirs else 'noise files'})")
+        raise UserError(
+            f"{folder}: folder not found (give a folder of {'impulse responses' if rirs else 'noise files'})"
+        )
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if rirs:
         named = [p for p in found if "rir" in str(p.relative_to(folder)).lower() and "noise" not in p.name.lower()]

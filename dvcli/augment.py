@@ -54,7 +54,9 @@ class AugmentConfig:
         self.noise_kinds = tuple(self.noise_kinds)
         unknown = sorted(set(self.noise_kinds) - set(NOISE_KINDS))
         if unknown or not self.noise_kinds:
-            raise UserError(f"augment.noise_kinds: unknown {unknown or 'empty list'} (choose from {', '.join(NOISE_KINDS)})")
+            raise UserError(
+                f"augment.noise_kinds: unknown {unknown or 'empty list'} (choose from {', '.join(NOISE_KINDS)})"
+            )
         for name in ("noise_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"augment.{name}: {getattr(self, name)} is not a probability in [0, 1]")
@@ -162,7 +164,9 @@ def colored_noise(
     return noise / noise.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
-def mains_hum(batch: int, samples: int, gen: torch.Generator, device: torch.device, rate: int = SAMPLE_RATE) -> torch.Tensor:
+def mains_hum(
+    batch: int, samples: int, gen: torch.Generator, device: torch.device, rate: int = SAMPLE_RATE
+) -> torch.Tensor:
     """50 or 60 Hz hum with decaying odd/even harmonics, random phases, a little hiss: ``(B, T)``."""
     base = torch.where(_rand((batch,), gen, device) < 0.5, 50.0, 60.0)[:, None]  # (B, 1)
     base = base * (1 + 0.002 * (2 * _rand((batch, 1), gen, device) - 1))  # mains drifts slightly
@@ -175,7 +179,9 @@ def mains_hum(batch: int, samples: int, gen: torch.Generator, device: torch.devi
     return hum + 0.01 * hum.std(-1, keepdim=True) * _randn((batch, samples), gen, device)
 
 
-def rumble(batch: int, samples: int, gen: torch.Generator, device: torch.device, rate: int = SAMPLE_RATE) -> torch.Tensor:
+def rumble(
+    batch: int, samples: int, gen: torch.Generator, device: torch.device, rate: int = SAMPLE_RATE
+) -> torch.Tensor:
     """Traffic-like rumble: brown noise low-passed at 80-400 Hz under a slow pass-by envelope: ``(B, T)``."""
     size = _fft_size(samples)
     noise = colored_noise(batch, size, 2.0, gen, device)
@@ -298,8 +304,12 @@ class Augmenter:
     ) -> None:
         self.config = config
         self.rate = sample_rate
-        self.noise_files = ClipBank(find_audio(Path(config.noise_dir)), sample_rate=sample_rate) if config.noise_dir else None
-        self.rir_files = ClipBank(find_audio(Path(config.rir_dir), rirs=True), sample_rate=sample_rate) if config.rir_dir else None
+        self.noise_files = (
+            ClipBank(find_audio(Path(config.noise_dir)), sample_rate=sample_rate) if config.noise_dir else None
+        )
+        self.rir_files = (
+            ClipBank(find_audio(Path(config.rir_dir), rirs=True), sample_rate=sample_rate) if config.rir_dir else None
+        )
         self.speech = ClipBank(speech, sample_rate=sample_rate) if len(speech) else None
         if self.noise_files:
             log.info("noise: %d files from %s", len(self.noise_files), config.noise_dir)
@@ -328,7 +338,9 @@ class Augmenter:
             out[rows] = self.add_noise(out[rows], snr[rows], generator, sub_lengths)
         return out
 
-    def reverberate(self, wavs: torch.Tensor, generator: torch.Generator, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def reverberate(
+        self, wavs: torch.Tensor, generator: torch.Generator, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Every row convolved with a (file or generated) RIR: ``(B, T) -> (B, T)``, same power."""
         return apply_rir(wavs, self.rirs(wavs.shape[0], generator, wavs.device), lengths)
 
@@ -383,7 +395,9 @@ class Augmenter:
                 out[rows] = self._generate(kind, len(rows), samples, generator, device)
         return out
 
-    def _generate(self, kind: str, batch: int, samples: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    def _generate(
+        self, kind: str, batch: int, samples: int, gen: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
         if kind == "white":
             return colored_noise(batch, samples, 0.0, gen, device)
         if kind == "pink":

@@ -56,8 +56,9 @@ def load_checkpoint(
     except pickle.UnpicklingError as err:
         if "Unsupported operand" in str(err) or "invalid load key" in str(err):
             # Not a pickle that wants code: bytes that are no pickle at all (random data, another format).
-            raise path_error(path, "is not a checkpoint (corrupt, or a file of another format)",
-                             "download or copy it again") from None
+            raise path_error(
+                path, "is not a checkpoint (corrupt, or a file of another format)", "download or copy it again"
+            ) from None
         wanted = _wanted_global(str(err))
         raise path_error(
             path,

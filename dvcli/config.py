@@ -87,9 +87,7 @@ def build(cls: type[C], data: Mapping[str, Any], source: str = "config") -> C:
     missing = [
         name
         for name, f in fields.items()
-        if name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise UserError(f"{source}: missing required key(s) {', '.join(missing)} for {cls.__name__}")
@@ -177,8 +175,9 @@ def _check_renamed(cls: type, key: str, dotted: str, source: str) -> None:
     renamed = getattr(cls, "RENAMED", {})
     if key in renamed:
         new = dotted[: len(dotted) - len(key)] + renamed[key]
-        raise UserError(f"{source}: '{dotted}' is now called '{new}' (one name for a setting across dv's stages); "
-                        f"rename it")
+        raise UserError(
+            f"{source}: '{dotted}' is now called '{new}' (one name for a setting across dv's stages); rename it"
+        )
 
 
 def _type_name(tp: Any) -> str:

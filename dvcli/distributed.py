@@ -265,8 +265,10 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
         if self.shuffle:
             rng.shuffle(batches)
         if not batches:
-            raise UserError(f"batch_size {self.batch_size} is more than the {len(self.lengths)} training items hold "
-                            "(lower batch_size)")
+            raise UserError(
+                f"batch_size {self.batch_size} is more than the {len(self.lengths)} training items hold "
+                "(lower batch_size)"
+            )
         # Every process gets the same number of batches: repeat batches (cyclically, so even fewer
         # batches than processes work) up to a multiple of the process count.
         per_rank = math.ceil(len(batches) / self.num_replicas)

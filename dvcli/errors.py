@@ -30,7 +30,19 @@ def path_error(path: str | Path, problem: str, fix: str = "") -> UserError:
 
 
 #: errno values that describe the user's system, not a bug in dv.
-_SYSTEM_ERRNOS = {"ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR", "EMFILE", "ENAMETOOLONG", "EEXIST", "ENOENT"}
+_SYSTEM_ERRNOS = {
+    "ENOSPC",
+    "EDQUOT",
+    "EACCES",
+    "EPERM",
+    "EROFS",
+    "ENOTDIR",
+    "EISDIR",
+    "EMFILE",
+    "ENAMETOOLONG",
+    "EEXIST",
+    "ENOENT",
+}
 
 
 def system_error(err: OSError) -> UserError | None:
@@ -45,9 +57,14 @@ def system_error(err: OSError) -> UserError | None:
     if name not in _SYSTEM_ERRNOS:
         return None
     cause = {
-        "ENOSPC": "no space left on the device", "EDQUOT": "disk quota exceeded", "EROFS": "read-only file system",
-        "EACCES": "permission denied", "EPERM": "operation not permitted", "ENOENT": "not found",
-        "ENOTDIR": "a part of the path is a file, not a folder", "EISDIR": "is a folder, not a file",
+        "ENOSPC": "no space left on the device",
+        "EDQUOT": "disk quota exceeded",
+        "EROFS": "read-only file system",
+        "EACCES": "permission denied",
+        "EPERM": "operation not permitted",
+        "ENOENT": "not found",
+        "ENOTDIR": "a part of the path is a file, not a folder",
+        "EISDIR": "is a folder, not a file",
     }.get(name, err.strerror or name)
     where = err.filename if err.filename is not None else "dv"
     if err.filename2 is not None:

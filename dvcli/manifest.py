@@ -59,7 +59,9 @@ def read_utf8(path: str | Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); give a UTF-8 text file (re-save it as UTF-8)") from None
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); give a UTF-8 text file (re-save it as UTF-8)"
+        ) from None
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -105,8 +107,10 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         except ValueError:
             raise UserError(f"{path}:{lineno}: duration '{get('duration')}' is not a number") from None
         if not math.isfinite(duration) or duration < 0:
-            raise UserError(f"{path}:{lineno}: field 'duration' is '{get('duration')}'; it must be a finite number "
-                            "of seconds >= 0 (dv prepare writes it)")
+            raise UserError(
+                f"{path}:{lineno}: field 'duration' is '{get('duration')}'; it must be a finite number "
+                "of seconds >= 0 (dv prepare writes it)"
+            )
         audio = Path(get("audio"))
         rows.append(
             Utterance(

@@ -98,17 +98,27 @@ def prepare_reference(wav: torch.Tensor, options: ReferenceOptions, *, name: str
     wav = wav.float().reshape(-1)
     seconds = wav.shape[0] / SAMPLE_RATE
     if seconds < options.min_seconds:
-        raise path_error(name, f"reference is {seconds:.2f} s long; at least {options.min_seconds:g} s is needed",
-                         "give a longer clip of the voice (3-10 s of speech works best)")
+        raise path_error(
+            name,
+            f"reference is {seconds:.2f} s long; at least {options.min_seconds:g} s is needed",
+            "give a longer clip of the voice (3-10 s of speech works best)",
+        )
     energies = frame_energies_db(wav)
     if float(energies.max()) < options.silence_dbfs:
-        raise path_error(name, f"reference is silent (loudest 20 ms frame {energies.max():.0f} dBFS)",
-                         "give a clip in which the voice can be heard")
+        raise path_error(
+            name,
+            f"reference is silent (loudest 20 ms frame {energies.max():.0f} dBFS)",
+            "give a clip in which the voice can be heard",
+        )
     spread = float(np.percentile(energies, 95) - np.percentile(energies, 10))
     noise_only = spread < options.noise_range_db
     if noise_only:
-        log.warning("%s: the reference sounds like steady noise with no speech in it (frame levels vary by %.1f dB); "
-                    "the cloned voice will not resemble anyone -- give a clip with speech", name, spread)
+        log.warning(
+            "%s: the reference sounds like steady noise with no speech in it (frame levels vary by %.1f dB); "
+            "the cloned voice will not resemble anyone -- give a clip with speech",
+            name,
+            spread,
+        )
     trimmed = 0.0
     if options.vad and not noise_only:
         start, end = speech_bounds(energies, options.vad_floor_db)

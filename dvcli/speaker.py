@@ -66,7 +66,9 @@ def load_speaker_encoder(
         path = Path(source)
         if path.is_dir():
             if not (path / ENCODER_FILE).is_file():
-                raise path_error(path, f"no {ENCODER_FILE} in this folder", "give a `dv pretrain-speaker` output folder")
+                raise path_error(
+                    path, f"no {ENCODER_FILE} in this folder", "give a `dv pretrain-speaker` output folder"
+                )
             path = path / ENCODER_FILE
         name = str(path)
         obj = load_checkpoint(path, map_location=map_location)
@@ -95,7 +97,7 @@ def _unpack(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], CAMPPlusConfi
     else:
         state, config = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, None
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     if config is None:
         try:
             config = config_from_state_dict(state)
@@ -175,7 +177,9 @@ class SpeakerFrontend(nn.Module):
             sizes = lengths.tolist() if lengths is not None else [wavs.shape[1]] * wavs.shape[0]
             clips = [wavs[i, : int(n)] for i, n in enumerate(sizes)]
         else:
-            clips = [torch.as_tensor(np.asarray(w, dtype=np.float32)) if not isinstance(w, torch.Tensor) else w for w in wavs]
+            clips = [
+                torch.as_tensor(np.asarray(w, dtype=np.float32)) if not isinstance(w, torch.Tensor) else w for w in wavs
+            ]
         clips = [self._tile(c.float().reshape(-1)) for c in clips]
         was_training = self.training
         self.eval()
@@ -211,8 +215,12 @@ def export_onnx(encoder: CAMPPlus, path: str | Path | None = None) -> bytes:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
             torch.onnx.export(
-                encoder, (torch.zeros(1, 200, encoder.config.feat_dim),), buffer, dynamo=False,
-                input_names=["feats"], output_names=["embedding"],
+                encoder,
+                (torch.zeros(1, 200, encoder.config.feat_dim),),
+                buffer,
+                dynamo=False,
+                input_names=["feats"],
+                output_names=["embedding"],
                 dynamic_axes={"feats": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}},
             )
     finally:

@@ -21,8 +21,16 @@ class SpeakerCrops(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, train: list[Utterance], speakers: list[str], *, batch_size: int, per_speaker: int, crop_seconds: float,
-        seed: int, rank: int, steps: int,
+        self,
+        train: list[Utterance],
+        speakers: list[str],
+        *,
+        batch_size: int,
+        per_speaker: int,
+        crop_seconds: float,
+        seed: int,
+        rank: int,
+        steps: int,
     ) -> None:
         label = {s: i for i, s in enumerate(speakers)}
         self.by_label: list[list[Utterance]] = [[] for _ in speakers]

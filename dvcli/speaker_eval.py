@@ -154,7 +154,9 @@ def read_trials(path: Path, ids: Mapping[str, Path] | None = None) -> list[Trial
         header[0] = "enrol"
         missing = [c for c in TRIAL_COLUMNS[:3] if c not in header]
         if missing:
-            raise UserError(f"{path}: trial list header needs columns enrol, test, label (missing {', '.join(missing)})")
+            raise UserError(
+                f"{path}: trial list header needs columns enrol, test, label (missing {', '.join(missing)})"
+            )
         columns, rows = header, rows[1:]
     else:  # headerless: enrol test label
         columns = list(TRIAL_COLUMNS[:3])
@@ -176,9 +178,17 @@ def read_trials(path: Path, ids: Mapping[str, Path] | None = None) -> list[Trial
         row = dict(zip(columns, (f.strip() for f in fields)))
         label = row["label"].lower()
         if label not in ("1", "0", "target", "nontarget"):
-            raise UserError(f"{path}:{lineno}: label must be 1 (same speaker) or 0 (or target/nontarget), got '{row['label']}'")
-        trials.append(Trial(audio(row["enrol"], lineno), audio(row["test"], lineno), int(label in ("1", "target")),
-                            row.get("condition") or CLEAN))
+            raise UserError(
+                f"{path}:{lineno}: label must be 1 (same speaker) or 0 (or target/nontarget), got '{row['label']}'"
+            )
+        trials.append(
+            Trial(
+                audio(row["enrol"], lineno),
+                audio(row["test"], lineno),
+                int(label in ("1", "target")),
+                row.get("condition") or CLEAN,
+            )
+        )
     if not trials:
         raise UserError(f"{path}: trial list has no trials")
     return trials
@@ -236,8 +246,9 @@ def score_trials(
         chosen = [t for t in trials if t.condition == condition]
         scores[condition] = _cosine([clean[t.enrol] for t in chosen], [clean[t.test] for t in chosen])
     for snr in snrs:
-        scores[condition_name(snr)] = _cosine([clean[t.enrol] for t in clean_trials],
-                                              [noisy[snr][t.test] for t in clean_trials])
+        scores[condition_name(snr)] = _cosine(
+            [clean[t.enrol] for t in clean_trials], [noisy[snr][t.test] for t in clean_trials]
+        )
     return scores
 
 
@@ -288,7 +299,9 @@ def condition_results(
             rate, threshold = eer(s[ok], labels[ok])
             dcf = min_dcf(s[ok], labels[ok], p_target=p_target)
         except ValueError:
-            raise UserError(f"condition '{condition}': trials need both same-speaker and different-speaker pairs") from None
+            raise UserError(
+                f"condition '{condition}': trials need both same-speaker and different-speaker pairs"
+            ) from None
         results[condition] = ConditionResult(rate, dcf, threshold, int(ok.sum()), int(labels[ok].sum()))
     return results
 
@@ -316,8 +329,12 @@ def evaluate_trials(
         set name -> condition name (``clean``, ``noisy 10 dB``...) -> result.
     """
     return {
-        name: condition_results(score_trials(embed, trials, snrs=snrs, noise=noise, seed=seed, batch=batch, title=name),
-                                trials, snrs=snrs, p_target=p_target)
+        name: condition_results(
+            score_trials(embed, trials, snrs=snrs, noise=noise, seed=seed, batch=batch, title=name),
+            trials,
+            snrs=snrs,
+            p_target=p_target,
+        )
         for name, trials in sets.items()
     }
 
@@ -338,7 +355,9 @@ def results_table(results: Mapping[str, Mapping[str, ConditionResult]], titles: 
     return "\n".join(lines) + "\n\nCells: EER (minDCF at P_target = 0.01). Noisy columns corrupt the test side only.\n"
 
 
-def write_results(folder: Path, results: Mapping[str, Mapping[str, ConditionResult]], titles: Mapping[str, str]) -> None:
+def write_results(
+    folder: Path, results: Mapping[str, Mapping[str, ConditionResult]], titles: Mapping[str, str]
+) -> None:
     """``folder/eer.json`` (numbers) and ``folder/eer.md`` (the table)."""
     write_json(
         folder / "eer.json",

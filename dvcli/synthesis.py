@@ -127,8 +127,9 @@ class TorchBackend:
 
     @torch.inference_mode()
     def prior(self, units, unit_lengths, speaker, duration_noise):  # noqa: ANN001, ANN201 (see Backend)
-        return self.prior_net(units.to(self.device), unit_lengths.to(self.device), speaker.to(self.device),
-                              duration_noise.to(self.device))
+        return self.prior_net(
+            units.to(self.device), unit_lengths.to(self.device), speaker.to(self.device), duration_noise.to(self.device)
+        )
 
     @torch.inference_mode()
     def decode(self, z_p, frame_mask, speaker):  # noqa: ANN001, ANN201 (see Backend)
@@ -188,16 +189,22 @@ class Synthesizer:
 
         shape = (units.shape[0], 2, units.shape[1])
         # Only the stochastic predictor draws noise (as in infer, so the prior noise below matches it).
-        duration_noise = (torch.randn(shape, generator=rng) * controls.noise_scale_w
-                          if self.config.stochastic_duration else torch.zeros(shape))
-        logw, m_p, logs_p, x_mask = (t.cpu().float() for t in self.backend.prior(units, lengths, speaker,
-                                                                                 duration_noise))
+        duration_noise = (
+            torch.randn(shape, generator=rng) * controls.noise_scale_w
+            if self.config.stochastic_duration
+            else torch.zeros(shape)
+        )
+        logw, m_p, logs_p, x_mask = (
+            t.cpu().float() for t in self.backend.prior(units, lengths, speaker, duration_noise)
+        )
         durations = torch.ceil(torch.exp(logw) * x_mask * controls.length_scale)[:, 0]  # (B, N)
         max_frames = max(1, int(controls.max_sentence_seconds * self.sample_rate / self.config.hop_length))
         y_lengths = torch.clamp_min(durations.sum(1), 1).long()
         if bool((y_lengths > max_frames).any()):
-            log.warning("a sentence would last over %g s; cut there (lower --length-scale or shorten it)",
-                        controls.max_sentence_seconds)
+            log.warning(
+                "a sentence would last over %g s; cut there (lower --length-scale or shorten it)",
+                controls.max_sentence_seconds,
+            )
         y_lengths = y_lengths.clamp(max=max_frames)
         y_mask = sequence_mask(y_lengths).unsqueeze(1).float()  # (B, 1, T)
         path = durations_to_path(durations, x_mask, y_mask)  # (B, T, N)

@@ -98,14 +98,27 @@ class SpeakerGraph(nn.Module):
         return self.encoder(self.fbank(wav))
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str],
-            axes: dict[str, dict[int, str]]) -> bytes:
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+) -> bytes:
     buffer = io.BytesIO()
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings and the TorchScript exporter's deprecation notice
-        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+        )
     return buffer.getvalue()
 
 
@@ -119,21 +132,40 @@ def export_graphs(joint: JointModel) -> dict[str, bytes]:
     lengths = torch.tensor([n, n - 4])
     speaker = torch.randn(2, d)
     graphs = {
-        "speaker": _export(SpeakerGraph(joint), (torch.randn(1, SAMPLE_RATE) * 0.1,), ["wav"], ["embedding"],
-                           {"wav": {0: "batch", 1: "samples"}, "embedding": {0: "batch"}}),
+        "speaker": _export(
+            SpeakerGraph(joint),
+            (torch.randn(1, SAMPLE_RATE) * 0.1,),
+            ["wav"],
+            ["embedding"],
+            {"wav": {0: "batch", 1: "samples"}, "embedding": {0: "batch"}},
+        ),
         "vits_prior": _export(
-            VitsPrior(joint.generator), (units, lengths, speaker, torch.randn(2, 2, n)),
-            ["units", "unit_lengths", "speaker", "duration_noise"], ["log_durations", "m_p", "logs_p", "unit_mask"],
-            {"units": {0: "batch", 1: "units"}, "unit_lengths": {0: "batch"}, "speaker": {0: "batch"},
-             "duration_noise": {0: "batch", 2: "units"}, "log_durations": {0: "batch", 2: "units"},
-             "m_p": {0: "batch", 2: "units"}, "logs_p": {0: "batch", 2: "units"},
-             "unit_mask": {0: "batch", 2: "units"}},
+            VitsPrior(joint.generator),
+            (units, lengths, speaker, torch.randn(2, 2, n)),
+            ["units", "unit_lengths", "speaker", "duration_noise"],
+            ["log_durations", "m_p", "logs_p", "unit_mask"],
+            {
+                "units": {0: "batch", 1: "units"},
+                "unit_lengths": {0: "batch"},
+                "speaker": {0: "batch"},
+                "duration_noise": {0: "batch", 2: "units"},
+                "log_durations": {0: "batch", 2: "units"},
+                "m_p": {0: "batch", 2: "units"},
+                "logs_p": {0: "batch", 2: "units"},
+                "unit_mask": {0: "batch", 2: "units"},
+            },
         ),
         "vits_decoder": _export(
-            VitsDecoder(joint.generator), (torch.randn(2, c.inter_channels, t), torch.ones(2, 1, t), speaker),
-            ["z_p", "frame_mask", "speaker"], ["wav"],
-            {"z_p": {0: "batch", 2: "frames"}, "frame_mask": {0: "batch", 2: "frames"}, "speaker": {0: "batch"},
-             "wav": {0: "batch", 1: "samples"}},
+            VitsDecoder(joint.generator),
+            (torch.randn(2, c.inter_channels, t), torch.ones(2, 1, t), speaker),
+            ["z_p", "frame_mask", "speaker"],
+            ["wav"],
+            {
+                "z_p": {0: "batch", 2: "frames"},
+                "frame_mask": {0: "batch", 2: "frames"},
+                "speaker": {0: "batch"},
+                "wav": {0: "batch", 1: "samples"},
+            },
         ),
     }
     return graphs
@@ -157,8 +189,12 @@ def export_onnx(joint: JointModel, folder: str | Path) -> list[Path]:
     (all or nothing). Returns the written files."""
     folder = Path(folder)
     graphs = export_graphs(joint)
-    info = {"units": dataclasses.asdict(joint.units), "vits_config": dataclasses.asdict(joint.generator.config),
-            "model": str(joint.path), "opset": OPSET}
+    info = {
+        "units": dataclasses.asdict(joint.units),
+        "vits_config": dataclasses.asdict(joint.generator.config),
+        "model": str(joint.path),
+        "opset": OPSET,
+    }
     with atomic_dir(folder) as tmp:
         for name, data in graphs.items():
             atomic_write_bytes(tmp / f"{name}.onnx", data)
@@ -192,8 +228,9 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
         self.sessions = {
-            name: ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
-                                       providers=["CPUExecutionProvider"])
+            name: ort.InferenceSession(
+                data if isinstance(data, bytes) else str(data), options, providers=["CPUExecutionProvider"]
+            )
             for name, data in graphs.items()
         }
 
@@ -243,10 +280,16 @@ class OnnxBackend:
         return torch.from_numpy(self._run("speaker", wav=wav.float())[0])
 
     def prior(self, units, unit_lengths, speaker, duration_noise):  # noqa: ANN001, ANN201 (see Backend)
-        out = self._run("vits_prior", units=units.long(), unit_lengths=unit_lengths.long(), speaker=speaker.float(),
-                        duration_noise=duration_noise.float())
+        out = self._run(
+            "vits_prior",
+            units=units.long(),
+            unit_lengths=unit_lengths.long(),
+            speaker=speaker.float(),
+            duration_noise=duration_noise.float(),
+        )
         return tuple(torch.from_numpy(o) for o in out)
 
     def decode(self, z_p, frame_mask, speaker):  # noqa: ANN001, ANN201 (see Backend)
-        return torch.from_numpy(self._run("vits_decoder", z_p=z_p.float(), frame_mask=frame_mask.float(),
-                                          speaker=speaker.float())[0])
+        return torch.from_numpy(
+            self._run("vits_decoder", z_p=z_p.float(), frame_mask=frame_mask.float(), speaker=speaker.float())[0]
+        )

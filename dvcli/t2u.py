@@ -102,11 +102,15 @@ class UnitVocab:
             UserError: different unit counts, or different k-means models when both fingerprints are known.
         """
         if k != self.k:
-            raise UserError(f"{where} reads {k} units but the text-to-unit model writes {self.k}: "
-                            "train both on the same dv cluster output")
+            raise UserError(
+                f"{where} reads {k} units but the text-to-unit model writes {self.k}: "
+                "train both on the same dv cluster output"
+            )
         if kmeans_sha256 and self.kmeans_sha256 and kmeans_sha256 != self.kmeans_sha256:
-            raise UserError(f"{where} and the text-to-unit model were trained on units of different k-means "
-                            "models (centroids differ): train both on the same dv cluster output")
+            raise UserError(
+                f"{where} and the text-to-unit model were trained on units of different k-means "
+                "models (centroids differ): train both on the same dv cluster output"
+            )
 
     def save(self, folder: Path) -> None:
         write_json(Path(folder) / UNIT_VOCAB_FILE, dataclasses.asdict(self))
@@ -120,7 +124,9 @@ class UnitVocab:
         """
         path = Path(folder) / UNIT_VOCAB_FILE
         if not path.is_file():
-            raise path_error(folder, f"no {UNIT_VOCAB_FILE}: not a dv text-to-unit folder", "train one with dv train-t2u")
+            raise path_error(
+                folder, f"no {UNIT_VOCAB_FILE}: not a dv text-to-unit folder", "train one with dv train-t2u"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             names = {f.name for f in dataclasses.fields(cls)}
@@ -148,7 +154,9 @@ class T2UArch:
 #: real corpora; ``--init`` brings the pretrained model's own shape (mbart-large-cc25: 610M).
 PRESETS: dict[str, T2UArch] = {
     "tiny": T2UArch(d_model=128, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=512, max_positions=512),
-    "base": T2UArch(d_model=512, encoder_layers=6, decoder_layers=6, attention_heads=8, ffn_dim=2048, max_positions=1024),
+    "base": T2UArch(
+        d_model=512, encoder_layers=6, decoder_layers=6, attention_heads=8, ffn_dim=2048, max_positions=1024
+    ),
 }
 
 
@@ -376,7 +384,9 @@ class TextToUnit:
 
         folder = Path(folder)
         if folder.is_file():
-            raise path_error(folder, "is a file; a text-to-unit model is a folder", "give the dv train-t2u output folder")
+            raise path_error(
+                folder, "is a file; a text-to-unit model is a folder", "give the dv train-t2u output folder"
+            )
         if not folder.is_dir():
             raise path_error(folder, "text-to-unit model folder not found", "train one with dv train-t2u")
         vocab = UnitVocab.load(folder)
@@ -388,10 +398,15 @@ class TextToUnit:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise path_error(folder, f"cannot load the text-to-unit model ({first})", "retrain with dv train-t2u") from None
+            raise path_error(
+                folder, f"cannot load the text-to-unit model ({first})", "retrain with dv train-t2u"
+            ) from None
         if model.config.vocab_size < vocab.offset + vocab.k:
-            raise path_error(folder, f"model has {model.config.vocab_size} tokens, {UNIT_VOCAB_FILE} needs "
-                             f"{vocab.offset + vocab.k}", "the folder mixes files of two runs; retrain")
+            raise path_error(
+                folder,
+                f"model has {model.config.vocab_size} tokens, {UNIT_VOCAB_FILE} needs {vocab.offset + vocab.k}",
+                "the folder mixes files of two runs; retrain",
+            )
         # generate() fills settings left unset from model.generation_config: make that ours too, not the
         # folder's generation_config.json (which --init copies from a pretrained mBART).
         set_generation_defaults(model, vocab, beams=model.generation_config.num_beams or 1)
@@ -415,8 +430,9 @@ class TextToUnit:
             ids.append(tokens)
         if dropped:
             shown = "".join(dict.fromkeys(dropped))[:20]
-            log.warning("text-to-unit: dropped %d character(s) the English normaliser cannot read: %r",
-                        len(dropped), shown)
+            log.warning(
+                "text-to-unit: dropped %d character(s) the English normaliser cannot read: %r", len(dropped), shown
+            )
         unk = self.tokenizer.unk_token_id
         if unk is not None and any(unk in seq for seq in ids):
             log.warning("text-to-unit: some text maps to <unk> (characters the tokenizer never saw)")

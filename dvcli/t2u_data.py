@@ -97,8 +97,12 @@ def pair_examples(
         examples.append(Example(row.id, row.speaker, text, units))
     counts.used = len(examples)
     if dropped:
-        log.warning("%s: dropped characters the English normaliser cannot read from %d row(s): %r",
-                    manifest, counts.unreadable_text, "".join(dict.fromkeys(dropped))[:20])
+        log.warning(
+            "%s: dropped characters the English normaliser cannot read from %d row(s): %r",
+            manifest,
+            counts.unreadable_text,
+            "".join(dict.fromkeys(dropped))[:20],
+        )
     if wanted and not any(row.speaker in wanted for row in rows):
         raise path_error(manifest, f"none of the speakers {sorted(wanted)} is in the manifest", "check --set speakers")
     if not examples:
@@ -123,11 +127,18 @@ def unit_vocabulary_size(examples: Sequence[Example], source: UnitSource, k: int
         raise path_error(source.path, f"negative unit id {smallest}", "unit ids run from 0 to k-1")
     size = k or source.k or largest + 1
     if not (k or source.k):
-        log.warning("%s: no meta.json with k beside it; unit vocabulary taken as the largest unit + 1 = %d "
-                    "(pass --set k=K to match the joint model)", source.path, size)
+        log.warning(
+            "%s: no meta.json with k beside it; unit vocabulary taken as the largest unit + 1 = %d "
+            "(pass --set k=K to match the joint model)",
+            source.path,
+            size,
+        )
     if largest >= size:
-        raise path_error(source.path, f"unit id {largest} is outside the vocabulary of {size} units",
-                         "the units file and its k-means model disagree; pass --set k=K or recluster")
+        raise path_error(
+            source.path,
+            f"unit id {largest} is outside the vocabulary of {size} units",
+            "the units file and its k-means model disagree; pass --set k=K or recluster",
+        )
     return size
 
 

@@ -105,8 +105,11 @@ def load_pretrained_tokenizer(folder: Path) -> Any:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise path_error(folder, f"no usable tokenizer ({first})",
-                         "--init needs a Hugging Face mBART folder with its tokenizer files") from None
+        raise path_error(
+            folder,
+            f"no usable tokenizer ({first})",
+            "--init needs a Hugging Face mBART folder with its tokenizer files",
+        ) from None
 
 
 def add_unit_tokens(tokenizer: Any, k: int) -> int:
@@ -116,8 +119,10 @@ def add_unit_tokens(tokenizer: Any, k: int) -> int:
         UserError: the tokenizer already holds unit tokens (a t2u folder given as ``--init``).
     """
     if tokenizer.convert_tokens_to_ids(unit_token(0)) not in (None, tokenizer.unk_token_id):
-        raise UserError("--init: the tokenizer already has unit tokens (is it a dv train-t2u output? "
-                        "continue that run with --resume instead)")
+        raise UserError(
+            "--init: the tokenizer already has unit tokens (is it a dv train-t2u output? "
+            "continue that run with --resume instead)"
+        )
     offset = len(tokenizer)
     added = tokenizer.add_tokens([unit_token(u) for u in range(k)])
     first = tokenizer.convert_tokens_to_ids(unit_token(0))

@@ -152,9 +152,7 @@ def make_sentences(count: int, *, words: tuple[int, int] = (6, 9), seed: int = 0
     return sentences
 
 
-def make_t2u_data(
-    root: str | Path, sentences: Sequence[str], speakers: int = 1, *, k: int = 100
-) -> tuple[Path, Path]:
+def make_t2u_data(root: str | Path, sentences: Sequence[str], speakers: int = 1, *, k: int = 100) -> tuple[Path, Path]:
     """A text-only manifest (every speaker reads every sentence; audio paths are placeholders) and a
     ``units.tsv`` of :func:`pseudo_units` with a ``meta.json`` giving ``k``, as ``dv cluster`` writes.
 
@@ -225,14 +223,30 @@ def make_t2u_model(
     folder = Path(folder)
     tokenizer, _ = train_text_tokenizer([normalize_text(s) for s in make_sentences(30, seed=seed)], 80, seed=seed)
     offset = add_unit_tokens(tokenizer, k)
-    vocab = UnitVocab(k=k, offset=offset, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                      frame_rate=50.0, kmeans_sha256=kmeans_sha256, units_per_token=units_per_token, extra_units=4)
+    vocab = UnitVocab(
+        k=k,
+        offset=offset,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        frame_rate=50.0,
+        kmeans_sha256=kmeans_sha256,
+        units_per_token=units_per_token,
+        extra_units=4,
+    )
     arch = T2UArch(d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32, max_positions=256)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = MBartForConditionalGeneration(mbart_config(arch, len(tokenizer), dropout=0.0, pad_id=vocab.pad_id,
-                                                           eos_id=vocab.eos_id, bos_id=tokenizer.bos_token_id or 0))
+        model = MBartForConditionalGeneration(
+            mbart_config(
+                arch,
+                len(tokenizer),
+                dropout=0.0,
+                pad_id=vocab.pad_id,
+                eos_id=vocab.eos_id,
+                bos_id=tokenizer.bos_token_id or 0,
+            )
+        )
         with torch.no_grad():  # large random weights: varied units rather than one repeated (and collapsed)
             for parameter in model.parameters():
                 if parameter.dim() > 1:

@@ -20,26 +20,63 @@ from num2words import num2words
 
 #: Abbreviations with one reading whatever follows (lower case, without the full stop).
 _ABBREVIATIONS = {
-    "mr": "mister", "mrs": "missus", "ms": "miss", "jr": "junior", "sr": "senior", "vs": "versus",
-    "etc": "et cetera", "prof": "professor", "mt": "mount", "ave": "avenue", "rd": "road", "blvd": "boulevard",
-    "approx": "approximately", "dept": "department", "govt": "government", "e.g": "for example", "i.e": "that is",
+    "mr": "mister",
+    "mrs": "missus",
+    "ms": "miss",
+    "jr": "junior",
+    "sr": "senior",
+    "vs": "versus",
+    "etc": "et cetera",
+    "prof": "professor",
+    "mt": "mount",
+    "ave": "avenue",
+    "rd": "road",
+    "blvd": "boulevard",
+    "approx": "approximately",
+    "dept": "department",
+    "govt": "government",
+    "e.g": "for example",
+    "i.e": "that is",
 }
 #: Units read after a number: (singular, plural).
 _UNITS = {
-    "km": ("kilometer", "kilometers"), "m": ("meter", "meters"), "cm": ("centimeter", "centimeters"),
-    "mm": ("millimeter", "millimeters"), "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"),
-    "mg": ("milligram", "milligrams"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
-    "oz": ("ounce", "ounces"), "ft": ("foot", "feet"), "mi": ("mile", "miles"), "mph": ("mile per hour", "miles per hour"),
-    "km/h": ("kilometer per hour", "kilometers per hour"), "kph": ("kilometer per hour", "kilometers per hour"),
-    "ml": ("milliliter", "milliliters"), "l": ("liter", "liters"), "min": ("minute", "minutes"),
-    "hr": ("hour", "hours"), "hrs": ("hour", "hours"), "sec": ("second", "seconds"), "ms": ("millisecond", "milliseconds"),
-    "KB": ("kilobyte", "kilobytes"), "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"),
-    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "°C": ("degree celsius", "degrees celsius"),
-    "°F": ("degree fahrenheit", "degrees fahrenheit"), "°": ("degree", "degrees"),
+    "km": ("kilometer", "kilometers"),
+    "m": ("meter", "meters"),
+    "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"),
+    "kg": ("kilogram", "kilograms"),
+    "g": ("gram", "grams"),
+    "mg": ("milligram", "milligrams"),
+    "lb": ("pound", "pounds"),
+    "lbs": ("pound", "pounds"),
+    "oz": ("ounce", "ounces"),
+    "ft": ("foot", "feet"),
+    "mi": ("mile", "miles"),
+    "mph": ("mile per hour", "miles per hour"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "kph": ("kilometer per hour", "kilometers per hour"),
+    "ml": ("milliliter", "milliliters"),
+    "l": ("liter", "liters"),
+    "min": ("minute", "minutes"),
+    "hr": ("hour", "hours"),
+    "hrs": ("hour", "hours"),
+    "sec": ("second", "seconds"),
+    "ms": ("millisecond", "milliseconds"),
+    "KB": ("kilobyte", "kilobytes"),
+    "MB": ("megabyte", "megabytes"),
+    "GB": ("gigabyte", "gigabytes"),
+    "Hz": ("hertz", "hertz"),
+    "kHz": ("kilohertz", "kilohertz"),
+    "°C": ("degree celsius", "degrees celsius"),
+    "°F": ("degree fahrenheit", "degrees fahrenheit"),
+    "°": ("degree", "degrees"),
 }
 # Case matters: "5 g" is grams, "5G" a network; units are matched exactly as listed.
-_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-               "€": ("euro", "euros", "cent", "cents")}
+_CURRENCIES = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "€": ("euro", "euros", "cent", "cents"),
+}
 
 
 def _clean(words: str) -> str:
@@ -123,10 +160,16 @@ def expand_numbers(text: str) -> str:
     text = re.sub(r"\b(\d{1,2}):(\d{2})\s*([AaPp])\.?\s?[Mm]\.?(?![a-z])", lambda m: _clock(*m.groups()), text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})\b", lambda m: _clock(m.group(1), m.group(2), None), text)
     text = re.sub(r"\b(\d{1,2})\s*([AaPp])\.?\s?[Mm]\.?(?![a-z])", lambda m: _clock(m.group(1), None, m.group(2)), text)
-    text = re.sub(r"\b(1\d|20)(\d0)'?s\b", lambda m: _plural_words(0, year_to_words(int(m.group(1) + m.group(2)))), text)
+    text = re.sub(
+        r"\b(1\d|20)(\d0)'?s\b", lambda m: _plural_words(0, year_to_words(int(m.group(1) + m.group(2)))), text
+    )
     text = re.sub(r"(?<![\w])'(\d0)s\b", lambda m: _plural_words(0, number_to_words(int(m.group(1)))), text)
-    text = re.sub(r"([$£€])\s?(\d[\d,]*)(?:\.(\d+))?(?:\s(million|billion|trillion|thousand)\b)?", _currency, text,
-                  flags=re.IGNORECASE)
+    text = re.sub(
+        r"([$£€])\s?(\d[\d,]*)(?:\.(\d+))?(?:\s(million|billion|trillion|thousand)\b)?",
+        _currency,
+        text,
+        flags=re.IGNORECASE,
+    )
     text = re.sub(r"(\d+(?:\.\d+)?)\s?%", lambda m: f"{_decimal_words(m.group(1))} percent", text)
     text = re.sub(rf"(\d+(?:\.\d+)?)\s?({_UNIT_PATTERN})(?![\w/])", _with_unit, text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: ordinal_to_words(int(m.group(1))), text, flags=re.IGNORECASE)

@@ -98,7 +98,9 @@ def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | No
         if latest is not None:
             log.info("resuming from %s", latest)
             return latest
-    raise UserError(f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)")
+    raise UserError(
+        f"--resume: no checkpoint in {work / 'checkpoints'} or {out / 'checkpoints'} (start without --resume)"
+    )
 
 
 def check_output(out: Path) -> None:

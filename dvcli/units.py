@@ -89,8 +89,10 @@ def read_unit_source(path: str | Path) -> UnitSource:
     if k is not None:
         for uid, seq in units.items():
             if seq and max(seq) >= k:
-                raise UserError(f"{file}: utterance '{uid}' has unit {max(seq)}, outside the k-means size {k} its "
-                                f"folder records (units of another k-means model?)")
+                raise UserError(
+                    f"{file}: utterance '{uid}' has unit {max(seq)}, outside the k-means size {k} its "
+                    f"folder records (units of another k-means model?)"
+                )
     return UnitSource(path=file, units=units, k=k, frame_rate=frame_rate, kmeans_sha256=sha)
 
 

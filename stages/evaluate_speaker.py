@@ -82,7 +82,13 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
 
     scores = score_trials(embed, trials, snrs=config.snrs, noise=noise, seed=config.seed, title="trials")
     results = {
-        c: {"eer": r.eer, "min_dcf": r.min_dcf, "threshold": r.threshold, "targets": r.targets, "nontargets": r.nontargets}
+        c: {
+            "eer": r.eer,
+            "min_dcf": r.min_dcf,
+            "threshold": r.threshold,
+            "targets": r.targets,
+            "nontargets": r.nontargets,
+        }
         for c, r in condition_results(scores, trials, snrs=config.snrs, p_target=config.p_target).items()
     }
 
@@ -105,8 +111,11 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
             for c, r in results.items()
         ]
         (tmp / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        add_meta(tmp, trials=sum(r["targets"] + r["nontargets"] for r in results.values()),
-                 eer={c: r["eer"] for c, r in results.items()})
+        add_meta(
+            tmp,
+            trials=sum(r["targets"] + r["nontargets"] for r in results.values()),
+            eer={c: r["eer"] for c, r in results.items()},
+        )
     return SpeakerEvalResult(out, verifier.name, results, seconds)
 
 

@@ -53,7 +53,9 @@ class ExtractUnitsConfig(StageConfig):
     manifest: Path  # manifest.tsv (or its folder)
     out: Path  # output folder: feature shards + index.tsv (+ units.tsv with kmeans)
     features: Literal["hubert", "mfcc", "whisper"] = "hubert"  # HuBERT layer, MFCC + deltas, or Whisper encoder
-    checkpoint: Path | None = None  # HuBERT: fairseq .pt or HF folder (required); whisper: a CTranslate2 folder (default: packaged base)
+    checkpoint: Path | None = (
+        None  # HuBERT: fairseq .pt or HF folder (required); whisper: a CTranslate2 folder (default: packaged base)
+    )
     whisper_window: Literal["trim", "full"] = "trim"  # whisper: encode each piece at its own length, or pad it to 30 s
     layer: int = 6  # HuBERT transformer layer, 1-based (fairseq's output_layer)
     normalize: bool | None = None  # layer-norm each waveform first; None = as the checkpoint says

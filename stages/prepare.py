@@ -223,7 +223,9 @@ def _scan_folder(source: Path, config: PrepareConfig) -> Iterator[_Candidate]:
         if folder not in metadata:
             metadata[folder] = _read_metadata_tsv(folder / "metadata.tsv")
         txt = path.with_suffix(".txt")
-        text = _read_text(txt) if txt.is_file() else metadata[folder].get(path.name, metadata[folder].get(path.stem, ""))
+        text = (
+            _read_text(txt) if txt.is_file() else metadata[folder].get(path.name, metadata[folder].get(path.stem, ""))
+        )
         speaker = folder.name if folder != source else source.name
         yield _Candidate(path.stem, path, speaker, text, splits.get(speaker, ""))
 

@@ -95,7 +95,9 @@ class PretrainSpeakerConfig(StageConfig):
     out: Path = Path("runs/campplus")  # output folder
     model: Literal["campplus", "tiny"] = "campplus"  # architecture preset (tiny = small CAM++ for CPU demos)
     embedding_size: int = 192  # embedding dimension (3D-Speaker ships 192 and 512)
-    init: Path | None = None  # start from these weights (3D-Speaker campplus_*.bin or dv checkpoint; sets the architecture)
+    init: Path | None = (
+        None  # start from these weights (3D-Speaker campplus_*.bin or dv checkpoint; sets the architecture)
+    )
     steps: int = 20000  # optimizer steps; 0 = only evaluate (the --init weights or a random init)
     batch_size: int = 64  # crops per step and process
     utterances_per_speaker: int = 2  # crops per speaker in a batch (batches are speaker-balanced)
@@ -117,7 +119,9 @@ class PretrainSpeakerConfig(StageConfig):
     export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
     gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
     workers: int = 2  # data-loading processes (0 = load in the training process)
-    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    threads: int = (
+        0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    )
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     log_every: int = 10  # steps between loss lines in TensorBoard and train.tsv
     checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
@@ -148,8 +152,12 @@ class PretrainSpeakerResult:
     history: list[list[float]]  # [step, loss, accuracy, lr, margin] every log_every steps
 
     def summary(self) -> dict[str, object]:
-        rows: dict[str, object] = {"output": self.out, "steps": self.steps, "parameters": f"{self.parameters:,}",
-                                   "training speakers": self.speakers}
+        rows: dict[str, object] = {
+            "output": self.out,
+            "steps": self.steps,
+            "parameters": f"{self.parameters:,}",
+            "training speakers": self.speakers,
+        }
         for name, conditions in self.eer.items():
             rows[f"EER {name}"] = "  ".join(f"{cond} {100 * v:.2f}%" for cond, v in conditions.items())
         return rows
@@ -217,7 +225,11 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     check_readable(((u.id, u.audio) for u in [*split.train, *split.seen, *split.unseen]), config.manifest)
     log.info(
         "%d training speakers, %d training / %d seen-evaluation utterances, %d utterances of %d held-out speakers",
-        len(split.speakers), len(split.train), len(split.seen), len(split.unseen), len({u.speaker for u in split.unseen}),
+        len(split.speakers),
+        len(split.train),
+        len(split.seen),
+        len(split.unseen),
+        len({u.speaker for u in split.unseen}),
     )
     resume_from = resume_point(config.resume, work, out, kind=TRAIN_KIND)
     check_unfinished(work, resume_from)
@@ -256,17 +268,25 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
                 writer.add_scalar(f"eer/{name}/{condition.replace(' ', '')}", result.eer, config.steps)
         writer.close()
 
-    with stage_output(out, stage="pretrain-speaker", config=config, inputs={"manifest": Path(config.manifest).resolve()}) as tmp:
-        payload = {"model": encoder.state_dict(), "model_config": dataclasses.asdict(encoder.config),
-                   "speakers": split.speakers}
+    with stage_output(
+        out, stage="pretrain-speaker", config=config, inputs={"manifest": Path(config.manifest).resolve()}
+    ) as tmp:
+        payload = {
+            "model": encoder.state_dict(),
+            "model_config": dataclasses.asdict(encoder.config),
+            "speakers": split.speakers,
+        }
         save_checkpoint(payload, tmp / ENCODER_FILE, kind=ENCODER_KIND)
         torch.save(encoder.state_dict(), tmp / PLAIN_FILE)
         write_results(tmp, results, titles)
         for name, rows in sets.items():
             write_trials(tmp / "trials" / f"{name}.tsv", rows)
         if history:
-            atomic_write_text(tmp / "train.tsv", "step\tloss\taccuracy\tlr\tmargin\n" + "".join(
-                f"{int(s)}\t{loss:.5f}\t{acc:.4f}\t{lr:.6g}\t{m:.4f}\n" for s, loss, acc, lr, m in history))
+            atomic_write_text(
+                tmp / "train.tsv",
+                "step\tloss\taccuracy\tlr\tmargin\n"
+                + "".join(f"{int(s)}\t{loss:.5f}\t{acc:.4f}\t{lr:.6g}\t{m:.4f}\n" for s, loss, acc, lr, m in history),
+            )
         if config.export_embeddings:
             export_embeddings(frontend.embed, utterances, tmp)
         eer = {name: {cond: r.eer for cond, r in row.items()} for name, row in results.items()}
@@ -277,8 +297,13 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
             shutil.move(str(work / name), str(out / name))
     shutil.rmtree(work, ignore_errors=True)
     return PretrainSpeakerResult(
-        out=out, steps=config.steps, parameters=sum(p.numel() for p in encoder.parameters()),
-        speakers=len(split.speakers), eer=eer, table=table, history=history,
+        out=out,
+        steps=config.steps,
+        parameters=sum(p.numel() for p in encoder.parameters()),
+        speakers=len(split.speakers),
+        eer=eer,
+        table=table,
+        history=history,
     )
 
 
@@ -286,13 +311,17 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
     """Fail before hours of training, not after."""
     check_output(out)
     if config.batch_size % config.utterances_per_speaker:
-        raise UserError(f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}")
+        raise UserError(
+            f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}"
+        )
     if config.steps < 0 or config.crop_seconds < MIN_SECONDS or config.gpus < 1:
         raise UserError(f"need steps >= 0, crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input) and gpus >= 1")
     if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
         raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
     if config.init is not None and Path(config.init).is_dir():
-        raise UserError(f"{config.init}: is a folder; --init takes a checkpoint file (campplus.pt or a 3D-Speaker .bin)")
+        raise UserError(
+            f"{config.init}: is a folder; --init takes a checkpoint file (campplus.pt or a 3D-Speaker .bin)"
+        )
     if config.init is not None and not Path(config.init).is_file():
         raise UserError(f"{config.init}: --init checkpoint not found")
 
@@ -309,7 +338,10 @@ def _trial_sets(
     if len(split.seen) >= 2 and len({u.speaker for u in split.seen}) >= 2:
         sets["seen"] = make_trials(split.seen, max_trials=config.max_trials, seed=config.seed)
     else:
-        log.warning("no seen-speaker trials: training speakers need more than eval_utterances=%d utterances", config.eval_utterances)
+        log.warning(
+            "no seen-speaker trials: training speakers need more than eval_utterances=%d utterances",
+            config.eval_utterances,
+        )
     if len({u.speaker for u in split.unseen}) >= 2:
         sets["unseen"] = make_trials(split.unseen, max_trials=config.max_trials, seed=config.seed)
     else:
@@ -317,7 +349,9 @@ def _trial_sets(
     if trials:
         sets["custom"] = trials
     if not sets:
-        raise UserError(f"{config.manifest}: nothing to evaluate (no held-out utterances or speakers; see the warnings)")
+        raise UserError(
+            f"{config.manifest}: nothing to evaluate (no held-out utterances or speakers; see the warnings)"
+        )
     return sets, titles
 
 
@@ -325,8 +359,12 @@ def _trial_sets(
 
 
 def _train(
-    info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None,
-    init_state: dict[str, torch.Tensor] | None, work: Path,
+    info: DistInfo,
+    config: PretrainSpeakerConfig,
+    split: Split,
+    resume_from: Path | None,
+    init_state: dict[str, torch.Tensor] | None,
+    work: Path,
 ) -> list[list[float]]:
     """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
     with torch_threads(config.threads, info.device):
@@ -334,8 +372,12 @@ def _train(
 
 
 def _loop(
-    info: DistInfo, config: PretrainSpeakerConfig, split: Split, resume_from: Path | None,
-    init_state: dict[str, torch.Tensor] | None, work: Path,
+    info: DistInfo,
+    config: PretrainSpeakerConfig,
+    split: Split,
+    resume_from: Path | None,
+    init_state: dict[str, torch.Tensor] | None,
+    work: Path,
 ) -> list[list[float]]:
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
@@ -375,11 +417,20 @@ def _loop(
     fbank = KaldiFbank(encoder.config.feat_dim).to(device)
     augmenter = Augmenter(config.augment, speech=[u.audio for u in split.train[:500]])
     crops = SpeakerCrops(
-        split.train, split.speakers, batch_size=config.batch_size, per_speaker=config.utterances_per_speaker,
-        crop_seconds=config.crop_seconds, seed=config.seed, rank=info.rank, steps=config.steps,
+        split.train,
+        split.speakers,
+        batch_size=config.batch_size,
+        per_speaker=config.utterances_per_speaker,
+        crop_seconds=config.crop_seconds,
+        seed=config.seed,
+        rank=info.rank,
+        steps=config.steps,
     )
     loader = torch.utils.data.DataLoader(
-        crops, batch_size=None, sampler=range(start, config.steps), num_workers=config.workers,
+        crops,
+        batch_size=None,
+        sampler=range(start, config.steps),
+        num_workers=config.workers,
         pin_memory=device.type == "cuda",
     )
     writer = summary_writer(work) if info.is_main else None
@@ -416,12 +467,19 @@ def _loop(
                     writer.add_scalar("train/grad_norm", norm, step + 1)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 if info.is_main:
-                    manager.save(step + 1, {
-                        "model": encoder.state_dict(), "classifier": head.state_dict(),
-                        "model_config": dataclasses.asdict(encoder.config), "speakers": split.speakers,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "config": to_dict(config), "history": history,
-                    })
+                    manager.save(
+                        step + 1,
+                        {
+                            "model": encoder.state_dict(),
+                            "classifier": head.state_dict(),
+                            "model_config": dataclasses.asdict(encoder.config),
+                            "speakers": split.speakers,
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "config": to_dict(config),
+                            "history": history,
+                        },
+                    )
                 barrier()
             if bar is not None:
                 bar.update(task, advance=1, description=f"training CAM++ (loss {last_loss:.3f})")

@@ -130,8 +130,13 @@ def run(config: SynthesizeConfig) -> SynthesizeResult:
     needs_t2u = any(item.units is None for item in items)
     t2u = _load_t2u(config, joint, device) if needs_t2u else None
     synthesizer = Synthesizer(joint, make_backend(joint, config.backend, device))
-    controls = SynthesisControls(noise_scale=config.noise_scale, noise_scale_w=config.noise_scale_w,
-                                 length_scale=config.length_scale, pause=config.pause, batch_size=config.batch_size)
+    controls = SynthesisControls(
+        noise_scale=config.noise_scale,
+        noise_scale_w=config.noise_scale_w,
+        length_scale=config.length_scale,
+        pause=config.pause,
+        batch_size=config.batch_size,
+    )
     options = ReferenceOptions(max_seconds=config.ref_seconds, vad=config.vad)
     context = _Context(config, joint, synthesizer, t2u, controls, options)
     if config.batch is None:
@@ -194,8 +199,11 @@ def _check_modes(config: SynthesizeConfig) -> None:
     if config.ref is None:
         raise UserError("give the voice to clone with --ref clip.wav")
     if config.out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise path_error(config.out, "output of one text must be a sound file",
-                         f"end it in {' or '.join(OUTPUT_SUFFIXES)}; use --batch for a folder")
+        raise path_error(
+            config.out,
+            "output of one text must be a sound file",
+            f"end it in {' or '.join(OUTPUT_SUFFIXES)}; use --batch for a folder",
+        )
 
 
 def _single_item(config: SynthesizeConfig) -> _Item:
@@ -215,8 +223,11 @@ def _single_item(config: SynthesizeConfig) -> _Item:
         elif len(table) == 1:
             units = next(iter(table.values()))
         else:
-            raise path_error(config.units, f"{len(table)} rows of units for one text",
-                             "give a file with one row, or use --batch with ids")
+            raise path_error(
+                config.units,
+                f"{len(table)} rows of units for one text",
+                "give a file with one row, or use --batch with ids",
+            )
     if units is None and not text.strip():
         raise UserError(f"{config.text_file or '--text'}: the text is empty (give something to say)")
     # The id names the input in messages: the text file, or the option the text came from.
@@ -253,8 +264,11 @@ def _batch_items(config: SynthesizeConfig) -> list[_Item]:
     units = _units_table(config.units) if config.units else None
     needed = {"id", "ref"} | ({"text"} if units is None else set())
     if not rows or not needed <= header:
-        raise path_error(path, f"needs a header with columns {', '.join(sorted(needed))} and at least one row",
-                         "e.g. id<TAB>text<TAB>ref")
+        raise path_error(
+            path,
+            f"needs a header with columns {', '.join(sorted(needed))} and at least one row",
+            "e.g. id<TAB>text<TAB>ref",
+        )
     base = path.parent
     items, seen = [], set()
     for lineno, row in enumerate(rows, start=2):
@@ -308,8 +322,9 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         seq = deduplicate(item.units)[0]
         bad = [u for u in seq if not 0 <= u < k]
         if bad:
-            raise UserError(f"{item.id}: unit {bad[0]} is outside the model's 0..{k - 1} "
-                            "(units from another dv cluster run?)")
+            raise UserError(
+                f"{item.id}: unit {bad[0]} is outside the model's 0..{k - 1} (units from another dv cluster run?)"
+            )
         if not seq:
             raise UserError(f"{item.id}: no units given (nothing to say)")
         return [seq]
@@ -324,8 +339,9 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
     sequences = context.t2u.units(chunks, beams=context.config.beams)
     kept = [deduplicate(s)[0] for s in sequences if s]
     if len(kept) < len(chunks):
-        log.warning("%s: %d of %d sentence(s) gave no units and are left out", item.id, len(chunks) - len(kept),
-                    len(chunks))
+        log.warning(
+            "%s: %d of %d sentence(s) gave no units and are left out", item.id, len(chunks) - len(kept), len(chunks)
+        )
     if not kept:
         raise UserError(f"{item.id}: the text-to-unit model produced no units for this text")
     return kept
@@ -391,13 +407,27 @@ def _run_batch(context: _Context, items: list[_Item]) -> SynthesizeResult:
             seconds = wav.shape[0] / rate
             total_seconds += seconds
             total_spent += spent
-            cells = [item.id, item.text, str(item.ref), item.extra.get("condition", ""), name, f"{seconds:.3f}",
-                     f"{spent / max(seconds, 1e-9):.4f}"] + [item.extra.get(k, "") for k in extras]
+            cells = [
+                item.id,
+                item.text,
+                str(item.ref),
+                item.extra.get("condition", ""),
+                name,
+                f"{seconds:.3f}",
+                f"{spent / max(seconds, 1e-9):.4f}",
+            ] + [item.extra.get(k, "") for k in extras]
             lines.append("\t".join(" ".join(c.split()) for c in cells))
         if len(lines) == 1:
             raise UserError(f"{config.batch}: no row could be synthesized (see the warnings above)")
         (tmp / SYNTH_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        add_meta(tmp, clips=len(lines) - 1, skipped=skipped, seconds=total_seconds,
-                 rtf=total_spent / max(total_seconds, 1e-9), backend=context.synthesizer.backend.name)
-    return SynthesizeResult(config.out, len(lines) - 1, total_seconds, total_spent, skipped,
-                            context.synthesizer.backend.name)
+        add_meta(
+            tmp,
+            clips=len(lines) - 1,
+            skipped=skipped,
+            seconds=total_seconds,
+            rtf=total_spent / max(total_seconds, 1e-9),
+            backend=context.synthesizer.backend.name,
+        )
+    return SynthesizeResult(
+        config.out, len(lines) - 1, total_seconds, total_spent, skipped, context.synthesizer.backend.name
+    )

@@ -56,7 +56,6 @@ from dvcli.units import deduplicate, read_unit_source
 log = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(kw_only=True)
 class TrainJointConfig(StageConfig):
     """Settings of ``dv train-joint``."""

@@ -230,7 +230,10 @@ def _step(
         row["loss_aam"] = float(side.detach())
         extra_loss = config.speaker_loss_weight * side
     stats = run.trainer.step(
-        batch, embedding.float(), extra_loss=extra_loss, rng=step_generator(config.seed, step, run.info.rank, device=device)
+        batch,
+        embedding.float(),
+        extra_loss=extra_loss,
+        rng=step_generator(config.seed, step, run.info.rank, device=device),
     )
     if run.teacher is not None and not stats["skipped"]:
         momentum = teacher_momentum(step, config.steps, config.dino.momentum_start, config.dino.momentum_end)
@@ -278,8 +281,11 @@ def _train(
                     _save(run, step, history)
                 if bar is not None:
                     rate = steps_done / max(1e-9, time.perf_counter() - started)
-                    bar.update(task, advance=1,
-                               description=f"joint training ({phase}) mel {row['loss_mel']:.3f} {rate:.2f} steps/s")
+                    bar.update(
+                        task,
+                        advance=1,
+                        description=f"joint training ({phase}) mel {row['loss_mel']:.3f} {rate:.2f} steps/s",
+                    )
                 if step >= total:
                     break
     if run.writer is not None:

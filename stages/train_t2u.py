@@ -102,7 +102,9 @@ class TrainT2UConfig(StageConfig):
     beams: int = 5  # beam width for evaluation (and the saved generation config)
     keep_checkpoints: int = 2  # checkpoints kept while training
     gpus: int = 1  # processes (one per GPU; on CPU, gloo processes sharing the cores)
-    threads: int = 0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    threads: int = (
+        0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
+    )
     resume: bool = False  # continue from OUT.partial/ or OUT/checkpoints instead of starting over
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
 
@@ -180,8 +182,13 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
     train, valid = split_by_sentence(examples, config.valid_fraction, config.seed)
     if counts.empty_text:
         log.info("skipped %d manifest rows with empty text", counts.empty_text)
-    log.info("%d training pairs, %d held-out (%d sentences), %d units", len(train), len(valid),
-             len({e.text for e in valid}), k)
+    log.info(
+        "%d training pairs, %d held-out (%d sentences), %d units",
+        len(train),
+        len(valid),
+        len({e.text for e in valid}),
+        k,
+    )
 
     work = work_folder(out)
     check_output(out)
@@ -318,7 +325,9 @@ def _load_work_vocab(work: Path, k: int, dedup: bool) -> tuple[Any, UnitVocab]:
     return AutoTokenizer.from_pretrained(work / "tokenizer"), vocab
 
 
-def _build_vocab(work: Path, config: TrainT2UConfig, train: list[Example], source: Any, k: int) -> tuple[Any, UnitVocab]:
+def _build_vocab(
+    work: Path, config: TrainT2UConfig, train: list[Example], source: Any, k: int
+) -> tuple[Any, UnitVocab]:
     """The tokenizer (trained, or the pretrained one) with unit tokens, saved into ``work``."""
     if config.init is not None:
         tokenizer = load_pretrained_tokenizer(Path(config.init))
@@ -473,14 +482,17 @@ def _loop(info: DistInfo, job: _Job) -> dict[str, Any]:
                             if row["valid_uer"] is not None:
                                 writer.add_scalar("uer/valid", row["valid_uer"], step)
                             writer.flush()
-                        manager.save(step, {
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "model_config": model.config.to_dict(),
-                            "history": history,
-                            "metrics": metrics,
-                        })
+                        manager.save(
+                            step,
+                            {
+                                "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "model_config": model.config.to_dict(),
+                                "history": history,
+                                "metrics": metrics,
+                            },
+                        )
                     barrier()
                 if step >= config.steps:
                     break
@@ -509,7 +521,9 @@ def _evaluate(model: torch.nn.Module, job: _Job, step: int, history: list[float]
         if not sources:
             rates[name] = None
             continue
-        picked = sorted(random.Random(config.seed).sample(range(len(sources)), min(len(sources), config.eval_sentences)))
+        picked = sorted(
+            random.Random(config.seed).sample(range(len(sources)), min(len(sources), config.eval_sentences))
+        )
         # Every speaker reads the same sentences in many corpora: decode each distinct text once.
         distinct = sorted({tuple(sources[i]) for i in picked})
         decoded = dict(zip(distinct, t2u.units_from_tokens([list(d) for d in distinct], beams=config.beams)))
@@ -522,8 +536,13 @@ def _evaluate(model: torch.nn.Module, job: _Job, step: int, history: list[float]
         "valid_uer": None if rates["valid"] is None else round(rates["valid"], 5),
         "seconds": round(seconds, 1),
     }
-    log.info("step %d: loss %.3f, unit error rate %.1f%% (training sentences)%s", step, row["loss"],
-             100 * row["train_uer"], "" if row["valid_uer"] is None else f", {100 * row['valid_uer']:.1f}% (held out)")
+    log.info(
+        "step %d: loss %.3f, unit error rate %.1f%% (training sentences)%s",
+        step,
+        row["loss"],
+        100 * row["train_uer"],
+        "" if row["valid_uer"] is None else f", {100 * row['valid_uer']:.1f}% (held out)",
+    )
     return row
 
 

@@ -95,7 +95,5 @@ def test_python_m_dvcli_runs_the_same_app() -> None:
 
 
 def test_shell_completion_script_is_available() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvcli", "--show-completion", "bash"], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", "dvcli", "--show-completion", "bash"], capture_output=True, text=True)
     assert done.returncode == 0 and "_dv_completion" in done.stdout

@@ -80,8 +80,11 @@ def test_the_lock_covers_every_declared_dependency() -> None:
     missing = [str(r) for r in declared if canonicalize_name(r.name) not in pins]
     assert not missing, f"{LOCK.name} lacks {missing}: run make lock"
     # ... and the pins satisfy what pyproject.toml asks for.
-    unmet = [f"{r} (locked {pins[canonicalize_name(r.name)]})" for r in declared
-             if not r.specifier.contains(pins[canonicalize_name(r.name)], prereleases=True)]
+    unmet = [
+        f"{r} (locked {pins[canonicalize_name(r.name)]})"
+        for r in declared
+        if not r.specifier.contains(pins[canonicalize_name(r.name)], prereleases=True)
+    ]
     assert not unmet, f"{LOCK.name} contradicts pyproject.toml: {unmet}; run make lock"
 
 
@@ -95,11 +98,18 @@ def test_dv_reports_a_broken_install_in_one_line(tmp_path: Path) -> None:
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text('raise OSError("Could not load this library: /x/libtorchaudio.so")\n')
     env = {"PYTHONPATH": f"{tmp_path / 'site'}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "dvcli", "--help"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvcli", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "libtorchaudio.so" in proc.stderr and "make install" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "dvcli", "--version"], capture_output=True, text=True,
-                        env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "dvcli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr

@@ -22,8 +22,13 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(
     "code,cause",
-    [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "read-only file system"),
-     (errno.EACCES, "permission denied"), (errno.ENOTDIR, "is a file, not a folder"), (errno.ENOENT, "not found")],
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EROFS, "read-only file system"),
+        (errno.EACCES, "permission denied"),
+        (errno.ENOTDIR, "is a file, not a folder"),
+        (errno.ENOENT, "not found"),
+    ],
 )
 def test_system_errors_name_the_path_and_the_cause(code: int, cause: str) -> None:
     user = system_error(OSError(code, "strerror text", "/data/out/manifest.tsv"))
@@ -32,8 +37,9 @@ def test_system_errors_name_the_path_and_the_cause(code: int, cause: str) -> Non
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_a_full_disk_while_publishing_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             code: int) -> None:
+def test_a_full_disk_while_publishing_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     make_corpus(tmp_path / "corpus", speakers=2, utterances=1, seconds=(0.6, 0.7))
     import dvcli.atomic
 
@@ -89,15 +95,20 @@ def test_not_found_only_for_paths_that_do_not_exist(tmp_path: Path) -> None:
 
     model = make_joint_model(tmp_path / "joint")
     with pytest.raises(UserError, match="folder: is a folder, not a reference clip"):
-        synthesize(SynthesizeConfig(model=model, out=tmp_path / "o.wav", ref=tmp_path / "folder", units="1 2",
-                                    device="cpu"))
+        synthesize(
+            SynthesizeConfig(model=model, out=tmp_path / "o.wav", ref=tmp_path / "folder", units="1 2", device="cpu")
+        )
     manifest = make_corpus(tmp_path / "c", speakers=2, utterances=2)
     from dvcli.manifest import write_manifest
 
     write_manifest(tmp_path / "m.tsv", manifest)
     with pytest.raises(UserError, match="folder: is a folder; --init takes a checkpoint file"):
-        pretrain(PretrainSpeakerConfig(manifest=tmp_path / "m.tsv", out=tmp_path / "s", init=tmp_path / "folder",
-                                       steps=0))
+        pretrain(
+            PretrainSpeakerConfig(manifest=tmp_path / "m.tsv", out=tmp_path / "s", init=tmp_path / "folder", steps=0)
+        )
     with pytest.raises(UserError, match="random.pt: is a file; --init takes a Hugging Face mBART folder"):
-        train_t2u(TrainT2UConfig(manifest=tmp_path / "m.tsv", units=tmp_path / "u", out=tmp_path / "t",
-                                 init=tmp_path / "random.pt"))
+        train_t2u(
+            TrainT2UConfig(
+                manifest=tmp_path / "m.tsv", units=tmp_path / "u", out=tmp_path / "t", init=tmp_path / "random.pt"
+            )
+        )

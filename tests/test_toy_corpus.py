@@ -60,9 +60,7 @@ def test_toy_corpus_layout_and_audio():
     assert len(heldout) == 2, f"expected exactly 2 heldout speakers, got {heldout}"
 
     sentences = {
-        line.strip()
-        for line in (TOY / "sentences.txt").read_text(encoding="utf-8").splitlines()
-        if line.strip()
+        line.strip() for line in (TOY / "sentences.txt").read_text(encoding="utf-8").splitlines() if line.strip()
     }
     assert sentences, "sentences.txt is empty"
 
@@ -133,10 +131,18 @@ def test_make_corpus_reads_other_sentences_into_another_folder(tmp_path: Path) -
         pytest.skip(f"needs {', '.join(missing)} (apt-get install -y flite espeak-ng sox libsox-fmt-all flac)")
     sentences = _make_sentences(tmp_path, "2")
     out = tmp_path / "corpus"
-    subprocess.run(["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"), str(out)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        ["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert (out / "flite_slt" / "flite_slt_002.txt").read_text().strip() == sentences[1]
     assert len(list(out.glob("*/*.flac"))) == 2 * len(_speakers())
-    refused = subprocess.run(["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"),
-                              str(TOY)], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        ["bash", str(TOY / "make_corpus.sh"), "--sentences", str(tmp_path / "sentences.txt"), str(TOY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0 and "not over the shipped corpus" in refused.stderr

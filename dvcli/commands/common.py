@@ -42,12 +42,12 @@ DeviceOption = Annotated[
         rich_help_panel="Common",
     ),
 ]
-SeedOption = Annotated[
-    Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel="Common")
-]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel="Common")]
 GpusOption = Annotated[
     Optional[int],
-    typer.Option("--gpus", help="Data-parallel processes on this machine, one per GPU (torchrun overrides; default 1)."),
+    typer.Option(
+        "--gpus", help="Data-parallel processes on this machine, one per GPU (torchrun overrides; default 1)."
+    ),
 ]
 ResumeOption = Annotated[
     Optional[bool],

@@ -15,9 +15,9 @@ app = typer.Typer()
 
 @app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.", file_okay=False)] = Path(
-        "demo"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.", file_okay=False)
+    ] = Path("demo"),
     corpus: Annotated[Optional[Path], typer.Option(help="Corpus folder (default: the bundled examples/toy).")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Redo stages that already finished.")] = None,
     config: ConfigOption = None,
@@ -29,8 +29,6 @@ def demo(
 
     Example: dv demo -o demo
     """
-    cfg = stage_config(
-        stage.DemoConfig, config, set_, out=out, corpus=corpus, force=force, device=device, seed=seed
-    )
+    cfg = stage_config(stage.DemoConfig, config, set_, out=out, corpus=corpus, force=force, device=device, seed=seed)
     result = stage.run(cfg)
     print_summary("dv demo", result.summary())

@@ -76,8 +76,11 @@ def run(
     split: Split = None,
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated: cer,secs,dnsmos (default all).")] = None,
     asr: Annotated[
-        Optional[str], typer.Option(help="CER recogniser: 'auto' (default: 'whisper-base' when installed, else 'pocketsphinx'), "
-                                   "'whisper-base', 'pocketsphinx', or a local Whisper folder (CTranslate2 or Hugging Face).")
+        Optional[str],
+        typer.Option(
+            help="CER recogniser: 'auto' (default: 'whisper-base' when installed, else 'pocketsphinx'), "
+            "'whisper-base', 'pocketsphinx', or a local Whisper folder (CTranslate2 or Hugging Face)."
+        ),
     ] = None,
     verifier: Annotated[
         Optional[str], typer.Option(help="SECS verifier: 'resemblyzer' (default) or a CAM++ checkpoint.")
@@ -172,10 +175,12 @@ def speaker(
 
 @group.command("refs")
 def refs(
-    manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder) holding the test speakers.", exists=True)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: refs/ and batch.tsv.", file_okay=False)] = Path(
-        "refs"
-    ),
+    manifest: Annotated[
+        Path, typer.Argument(help="manifest.tsv (or its folder) holding the test speakers.", exists=True)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: refs/ and batch.tsv.", file_okay=False)
+    ] = Path("refs"),
     split: Annotated[Optional[str], typer.Option(help="Speakers of this split (default heldout; '' = all).")] = None,
     per_speaker: Annotated[Optional[int], typer.Option(help="Test sentences per speaker (default 5).")] = None,
     ref_seconds: Annotated[Optional[float], typer.Option(help="Crop of each reference clip (default 3 s).")] = None,

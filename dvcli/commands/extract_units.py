@@ -19,13 +19,21 @@ def extract_units(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (feature shards, index.tsv).", file_okay=False)
     ],
-    features: Annotated[Optional[str], typer.Option("--features", help="hubert | mfcc | whisper (default hubert). whisper: Whisper base's encoder, "
-                                          "packaged with the eval extra (no download).")] = None,
+    features: Annotated[
+        Optional[str],
+        typer.Option(
+            "--features",
+            help="hubert | mfcc | whisper (default hubert). whisper: Whisper base's encoder, "
+            "packaged with the eval extra (no download).",
+        ),
+    ] = None,
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            "--checkpoint", "-c", help="HuBERT: fairseq .pt (e.g. hubert_base_ls960.pt) or Hugging Face folder. "
-            "whisper: a CTranslate2 Whisper folder (default: the packaged Whisper base)."
+            "--checkpoint",
+            "-c",
+            help="HuBERT: fairseq .pt (e.g. hubert_base_ls960.pt) or Hugging Face folder. "
+            "whisper: a CTranslate2 Whisper folder (default: the packaged Whisper base).",
         ),
     ] = None,
     layer: Annotated[

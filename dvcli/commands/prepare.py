@@ -21,7 +21,9 @@ def prepare(
         Optional[str], typer.Option("--format", help="auto | folder | ljspeech | vctk | libritts (default auto).")
     ] = None,
     min_duration: Annotated[Optional[float], typer.Option(help="Drop utterances shorter than this (s).")] = None,
-    max_duration: Annotated[Optional[float], typer.Option(help="Drop utterances longer than this (s); 0 = no limit.")] = None,
+    max_duration: Annotated[
+        Optional[float], typer.Option(help="Drop utterances longer than this (s); 0 = no limit.")
+    ] = None,
     speakers_heldout: Annotated[
         Optional[int], typer.Option(help="Hold out N speakers for zero-shot tests (split column).")
     ] = None,

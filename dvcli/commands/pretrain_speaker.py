@@ -31,12 +31,16 @@ def pretrain_speaker(
         Optional[Path], typer.Option("--noise", help="Folder of noise files (MUSAN layout); default: generated noises.")
     ] = None,
     rir: Annotated[
-        Optional[Path], typer.Option("--rir", help="Folder of room impulse responses (RIRS_NOISES layout); default: generated.")
+        Optional[Path],
+        typer.Option("--rir", help="Folder of room impulse responses (RIRS_NOISES layout); default: generated."),
     ] = None,
     init: Annotated[
-        Optional[Path], typer.Option("--init", help="Start from these weights: a 3D-Speaker campplus_*.bin or a dv checkpoint.")
+        Optional[Path],
+        typer.Option("--init", help="Start from these weights: a 3D-Speaker campplus_*.bin or a dv checkpoint."),
     ] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="campplus (default) | tiny (small CAM++ for CPU demos).")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="campplus (default) | tiny (small CAM++ for CPU demos).")
+    ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (0 = evaluate --init only).")] = None,
     gpus: GpusOption = None,
     resume: ResumeOption = None,

@@ -20,28 +20,43 @@ def synthesize(
         Optional[Path],
         typer.Option("--out", "-o", help="A .wav/.flac file for one text; a folder (wavs + synth.tsv) with --batch."),
     ] = None,
-    t2u: Annotated[Optional[Path], typer.Option("--t2u", help="dv train-t2u output folder (not needed with --units).")] = None,
-    ref: Annotated[Optional[Path], typer.Option("--ref", help="Reference clip of the voice: any format, rate, channels.")] = None,
-    text: Annotated[Optional[str], typer.Option("--text", help="What to say (long text is split into sentences).")] = None,
-    text_file: Annotated[Optional[Path], typer.Option("--text-file", help="Read the text from this UTF-8 file.")] = None,
+    t2u: Annotated[
+        Optional[Path], typer.Option("--t2u", help="dv train-t2u output folder (not needed with --units).")
+    ] = None,
+    ref: Annotated[
+        Optional[Path], typer.Option("--ref", help="Reference clip of the voice: any format, rate, channels.")
+    ] = None,
+    text: Annotated[
+        Optional[str], typer.Option("--text", help="What to say (long text is split into sentences).")
+    ] = None,
+    text_file: Annotated[
+        Optional[Path], typer.Option("--text-file", help="Read the text from this UTF-8 file.")
+    ] = None,
     batch: Annotated[
         Optional[Path], typer.Option("--batch", help="TSV list with columns id, text, ref [, condition, ...].")
     ] = None,
     units: Annotated[
         Optional[str], typer.Option("--units", help='Unit ids ("12 873 5") or a units.tsv: skips text-to-unit.')
     ] = None,
-    noise_scale: Annotated[Optional[float], typer.Option("--noise-scale", help="Prior sampling noise (default 0.667).")] = None,
+    noise_scale: Annotated[
+        Optional[float], typer.Option("--noise-scale", help="Prior sampling noise (default 0.667).")
+    ] = None,
     noise_scale_w: Annotated[
         Optional[float], typer.Option("--noise-scale-w", help="Duration sampling noise (default 0.8).")
     ] = None,
-    length_scale: Annotated[Optional[float], typer.Option("--length-scale", help="> 1 speaks slower (default 1).")] = None,
+    length_scale: Annotated[
+        Optional[float], typer.Option("--length-scale", help="> 1 speaks slower (default 1).")
+    ] = None,
     ref_seconds: Annotated[
-        Optional[float], typer.Option("--ref-seconds", help="Use at most this much of the reference (0 = all; paper: 3).")
+        Optional[float],
+        typer.Option("--ref-seconds", help="Use at most this much of the reference (0 = all; paper: 3)."),
     ] = None,
     vad: Annotated[
         Optional[bool], typer.Option("--vad/--no-vad", help="Trim non-speech at the reference's edges (default on).")
     ] = None,
-    pause: Annotated[Optional[float], typer.Option("--pause", help="Seconds of silence between sentences (default 0.25).")] = None,
+    pause: Annotated[
+        Optional[float], typer.Option("--pause", help="Seconds of silence between sentences (default 0.25).")
+    ] = None,
     beams: Annotated[Optional[int], typer.Option("--beams", help="Text-to-unit beam width (default 5).")] = None,
     backend: Annotated[
         Optional[str],
@@ -49,8 +64,11 @@ def synthesize(
     ] = None,
     export_onnx: Annotated[
         Optional[Path],
-        typer.Option("--export-onnx", help="Only export the model's speaker encoder and VITS to ONNX in this folder.",
-                     file_okay=False),
+        typer.Option(
+            "--export-onnx",
+            help="Only export the model's speaker encoder and VITS to ONNX in this folder.",
+            file_okay=False,
+        ),
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

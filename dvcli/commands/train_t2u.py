@@ -28,17 +28,27 @@ def train_t2u(
     units: Annotated[
         Path, typer.Option("--units", help="units.tsv, or the dv cluster folder holding it (its meta.json gives k).")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (a Hugging Face model folder).", file_okay=False)],
-    model: Annotated[Optional[str], typer.Option("--model", help="tiny | base: architecture from scratch (default tiny).")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (a Hugging Face model folder).", file_okay=False)
+    ],
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="tiny | base: architecture from scratch (default tiny).")
+    ] = None,
     init: Annotated[
         Optional[Path],
-        typer.Option("--init", help="Pretrained mBART folder (e.g. mbart-large-cc25): its tokenizer and weights.",
-                     file_okay=False),
+        typer.Option(
+            "--init",
+            help="Pretrained mBART folder (e.g. mbart-large-cc25): its tokenizer and weights.",
+            file_okay=False,
+        ),
     ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps in all (default 3000).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences per step and process (default 32).")] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", help="Sentences per step and process (default 32).")
+    ] = None,
     learning_rate: Annotated[
-        Optional[float], typer.Option("--learning-rate", help="Peak learning rate (default: by model; 5e-5 with --init).")
+        Optional[float],
+        typer.Option("--learning-rate", help="Peak learning rate (default: by model; 5e-5 with --init)."),
     ] = None,
     dedup: Annotated[
         Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse runs of repeated units (default on).")

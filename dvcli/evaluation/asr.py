@@ -89,9 +89,13 @@ class FasterWhisper:
             raise UserError(f"--asr {folder}: faster-whisper is not installed ({INSTALL_HINT})") from None
         cuda = device.type == "cuda"
         try:
-            self.model = WhisperModel(str(folder), device="cuda" if cuda else "cpu",
-                                      compute_type="float16" if cuda else "int8",
-                                      cpu_threads=torch.get_num_threads(), local_files_only=True)
+            self.model = WhisperModel(
+                str(folder),
+                device="cuda" if cuda else "cpu",
+                compute_type="float16" if cuda else "int8",
+                cpu_threads=torch.get_num_threads(),
+                local_files_only=True,
+            )
         except (OSError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"{folder}: cannot load this CTranslate2 Whisper folder ({first})") from None
@@ -100,8 +104,14 @@ class FasterWhisper:
 
     def transcribe(self, wav: np.ndarray) -> str:
         segments, _ = self.model.transcribe(
-            np.asarray(wav, dtype=np.float32), language="en", task="transcribe", beam_size=self.beams,
-            temperature=0.0, condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+            np.asarray(wav, dtype=np.float32),
+            language="en",
+            task="transcribe",
+            beam_size=self.beams,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
 
@@ -145,8 +155,9 @@ def default_asr() -> str:
 
     if is_installed():
         return WHISPER_BASE
-    log.warning("Whisper base is not installed, so CER comes from pocketsphinx, which is much weaker (%s)",
-                INSTALL_HINT)
+    log.warning(
+        "Whisper base is not installed, so CER comes from pocketsphinx, which is much weaker (%s)", INSTALL_HINT
+    )
     return POCKETSPHINX
 
 

@@ -59,7 +59,9 @@ class KaldiFbank(nn.Module):
         self.num_mel_bins = num_mel_bins
         # Kaldi's "povey" window: a Hann window raised to 0.85.
         window = torch.hann_window(self.window_size, periodic=False).pow(0.85)
-        banks, _ = get_mel_banks(num_mel_bins, self.fft_size, float(sample_rate), low_freq, high_freq, 100.0, -500.0, 1.0)
+        banks, _ = get_mel_banks(
+            num_mel_bins, self.fft_size, float(sample_rate), low_freq, high_freq, 100.0, -500.0, 1.0
+        )
         banks = F.pad(banks, (0, 1))  # (num_mel_bins, fft_size // 2 + 1): Nyquist bin gets weight 0
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("mel_banks", banks.float(), persistent=False)

@@ -92,19 +92,24 @@ class WhisperEncoderFeatures:
         else:
             folder = Path(folder)
             if not (folder / "model.bin").is_file():
-                raise UserError(f"{folder}: not a CTranslate2 Whisper folder (no model.bin); convert one with "
-                                "ct2-transformers-converter, or leave --checkpoint out for the packaged Whisper base")
+                raise UserError(
+                    f"{folder}: not a CTranslate2 Whisper folder (no model.bin); convert one with "
+                    "ct2-transformers-converter, or leave --checkpoint out for the packaged Whisper base"
+                )
             self.checkpoint = str(folder.resolve())
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         try:
             self.model = ctranslate2.models.Whisper(
-                str(folder), device="cuda" if cuda else "cpu",
+                str(folder),
+                device="cuda" if cuda else "cpu",
                 compute_type=compute_type or ("float16" if cuda else "int8"),
                 intra_threads=threads or torch.get_num_threads(),
             )
         except (RuntimeError, ValueError) as err:
-            raise UserError(f"{folder}: cannot load this CTranslate2 Whisper model ({str(err).splitlines()[0]})") from None
+            raise UserError(
+                f"{folder}: cannot load this CTranslate2 Whisper model ({str(err).splitlines()[0]})"
+            ) from None
         self.window = window
         self.mel = FeatureExtractor(feature_size=self.model.n_mels)
         self.dim = int(self._encode([np.zeros((self.model.n_mels, 2), np.float32)]).shape[-1])

@@ -127,7 +127,9 @@ class FCM(nn.Module):
 class TDNNLayer(nn.Module):
     """Conv1d then BN-ReLU, "same" padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1
+    ) -> None:
         super().__init__()
         padding = (kernel_size - 1) // 2 * dilation
         self.linear = nn.Conv1d(
@@ -148,7 +150,12 @@ class CAMLayer(nn.Module):
     """
 
     def __init__(
-        self, bn_channels: int, out_channels: int, kernel_size: int, dilation: int, segment_frames: int = 100,
+        self,
+        bn_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int,
+        segment_frames: int = 100,
         reduction: int = 2,
     ) -> None:
         super().__init__()
@@ -183,8 +190,14 @@ class CAMDenseTDNNLayer(nn.Module):
     """BN-ReLU-1x1 bottleneck, BN-ReLU, CAM layer: adds ``growth_rate`` channels to its block."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, bn_channels: int, kernel_size: int, dilation: int,
-        segment_frames: int = 100, memory_efficient: bool = False,
+        self,
+        in_channels: int,
+        out_channels: int,
+        bn_channels: int,
+        kernel_size: int,
+        dilation: int,
+        segment_frames: int = 100,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         self.nonlinear1 = bn_relu(in_channels)
@@ -209,13 +222,25 @@ class CAMDenseTDNNBlock(nn.Module):
     """Densely connected CAM layers ``tdnnd1..N``: each sees the block input and all earlier outputs."""
 
     def __init__(
-        self, num_layers: int, in_channels: int, growth_rate: int, bn_channels: int, kernel_size: int,
-        dilation: int, segment_frames: int = 100, memory_efficient: bool = False,
+        self,
+        num_layers: int,
+        in_channels: int,
+        growth_rate: int,
+        bn_channels: int,
+        kernel_size: int,
+        dilation: int,
+        segment_frames: int = 100,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         for i in range(num_layers):
             layer = CAMDenseTDNNLayer(
-                in_channels + i * growth_rate, growth_rate, bn_channels, kernel_size, dilation, segment_frames,
+                in_channels + i * growth_rate,
+                growth_rate,
+                bn_channels,
+                kernel_size,
+                dilation,
+                segment_frames,
                 memory_efficient,
             )
             self.add_module(f"tdnnd{i + 1}", layer)
@@ -281,8 +306,14 @@ class CAMPPlus(nn.Module):
         )
         for i, (layers, dilation) in enumerate(zip(config.block_layers, config.block_dilations), start=1):
             block = CAMDenseTDNNBlock(
-                layers, channels, config.growth_rate, config.bn_size * config.growth_rate, config.kernel_size,
-                dilation, config.segment_frames, config.memory_efficient,
+                layers,
+                channels,
+                config.growth_rate,
+                config.bn_size * config.growth_rate,
+                config.kernel_size,
+                dilation,
+                config.segment_frames,
+                config.memory_efficient,
             )
             self.xvector.add_module(f"block{i}", block)
             self.xvector.add_module(f"transit{i}", TransitLayer(block.out_channels, block.out_channels // 2))

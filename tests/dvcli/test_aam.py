@@ -25,7 +25,9 @@ def test_target_logit_is_scaled_cos_of_angle_plus_margin() -> None:
     expected = torch.tensor([[32 * math.cos(0.5 + 0.2), 32 * math.cos(2.0), 32 * math.cos(-1.0)]])
     torch.testing.assert_close(logits, expected)
     # Margin 0 = plain scaled cosine; the loss is cross-entropy of the logits.
-    torch.testing.assert_close(head.logits(embedding, torch.tensor([0]), margin=0.0)[0, 0], torch.tensor(32 * math.cos(0.5)))
+    torch.testing.assert_close(
+        head.logits(embedding, torch.tensor([0]), margin=0.0)[0, 0], torch.tensor(32 * math.cos(0.5))
+    )
     loss, _ = head(embedding, torch.tensor([0]))
     by_hand = -expected[0, 0] + torch.logsumexp(expected[0], 0)
     torch.testing.assert_close(loss, by_hand)

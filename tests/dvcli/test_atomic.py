@@ -71,8 +71,10 @@ def test_published_outputs_get_the_users_umask(tmp_path: Path, umask: int, folde
     from dvcli.testing import make_corpus
 
     make_corpus(tmp_path / "corpus", speakers=2, utterances=1, seconds=(0.6, 0.7))
-    code = (f"import os; os.umask({umask}); from stages.prepare import PrepareConfig, run; "
-            f"run(PrepareConfig(source={str(tmp_path / 'corpus')!r}, out={str(tmp_path / 'data')!r}))")
+    code = (
+        f"import os; os.umask({umask}); from stages.prepare import PrepareConfig, run; "
+        f"run(PrepareConfig(source={str(tmp_path / 'corpus')!r}, out={str(tmp_path / 'data')!r}))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
     out = tmp_path / "data"
     assert stat.S_IMODE(out.stat().st_mode) == folder_mode
@@ -89,9 +91,15 @@ def test_one_run_per_output_folder(tmp_path: Path) -> None:
 
     out = tmp_path / "runs" / "joint"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dvcli.atomic import output_lock\n"
-         f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dvcli.atomic import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -25,8 +25,15 @@ def _rms(wav: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "suffix,subtype",
-    [(".wav", "PCM_16"), (".wav", "PCM_24"), (".wav", "PCM_32"), (".wav", "FLOAT"), (".flac", "PCM_16"),
-     (".flac", "PCM_24"), (".ogg", "VORBIS")],
+    [
+        (".wav", "PCM_16"),
+        (".wav", "PCM_24"),
+        (".wav", "PCM_32"),
+        (".wav", "FLOAT"),
+        (".flac", "PCM_16"),
+        (".flac", "PCM_24"),
+        (".ogg", "VORBIS"),
+    ],
 )
 def test_formats_and_bit_depths_keep_frequency_and_level(tmp_path: Path, suffix: str, subtype: str) -> None:
     path = tmp_path / f"tone{suffix}"

@@ -120,7 +120,9 @@ def test_noise_and_rir_folders(tmp_path: Path) -> None:
     delta[10] = 1.0
     sf.write(str(rir_dir / "RVB2014_type1_rir_largeroom1_near_angla.wav"), delta, 16000)
     sf.write(str(rir_dir / "RVB2014_type1_noise_largeroom1_1.wav"), tone, 16000)
-    assert [p.name for p in find_audio(tmp_path / "RIRS_NOISES", rirs=True)] == ["RVB2014_type1_rir_largeroom1_near_angla.wav"]
+    assert [p.name for p in find_audio(tmp_path / "RIRS_NOISES", rirs=True)] == [
+        "RVB2014_type1_rir_largeroom1_near_angla.wav"
+    ]
 
     augmenter = Augmenter(AugmentConfig(noise_dir=tmp_path / "musan", rir_dir=tmp_path / "RIRS_NOISES"))
     clean = _speech(2)

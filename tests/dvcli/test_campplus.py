@@ -116,13 +116,15 @@ def test_plain_bin_state_dict_loads_strictly_through_the_safe_loader(tmp_path: P
     encoder = load_speaker_encoder(path)
     assert encoder.embedding_size == embedding and not encoder.training
     assert encoder.config == CAMPPlusConfig(embedding_size=embedding)
-    torch.testing.assert_close(encoder.state_dict()["xvector.block2.tdnnd24.linear1.weight"],
-                               state["xvector.block2.tdnnd24.linear1.weight"])
+    torch.testing.assert_close(
+        encoder.state_dict()["xvector.block2.tdnnd24.linear1.weight"], state["xvector.block2.tdnnd24.linear1.weight"]
+    )
 
 
 def test_config_from_state_dict_round_trips_small_configurations() -> None:
-    config = CAMPPlusConfig(embedding_size=64, head_channels=8, init_channels=48, growth_rate=8, bn_size=2,
-                            block_layers=(1, 2, 3))
+    config = CAMPPlusConfig(
+        embedding_size=64, head_channels=8, init_channels=48, growth_rate=8, bn_size=2, block_layers=(1, 2, 3)
+    )
     assert config_from_state_dict(CAMPPlus(config).state_dict()) == config
     assert config_from_state_dict(CAMPPlus(CAMPPlusConfig.tiny()).state_dict()) == CAMPPlusConfig.tiny()
 
@@ -178,5 +180,6 @@ def test_exports_to_onnx_and_onnxruntime_agrees(tmp_path: Path) -> None:
         feats = torch.randn(2, frames, 80)
         with torch.no_grad():
             expected = model(feats)
-        torch.testing.assert_close(torch.from_numpy(session.run(None, {"feats": feats.numpy()})[0]), expected,
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.from_numpy(session.run(None, {"feats": feats.numpy()})[0]), expected, atol=1e-4, rtol=1e-4
+        )

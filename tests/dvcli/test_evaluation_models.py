@@ -180,6 +180,7 @@ def test_campplus_checkpoints_plug_in_bare_or_nested(tmp_path: Path) -> None:
     from torchaudio.compliance.kaldi import fbank
 
     from dvcli.models import campplus
+
     torch.manual_seed(0)
     model = campplus.CAMPPlus(campplus.CAMPPlusConfig.tiny()).eval()
     state = model.state_dict()

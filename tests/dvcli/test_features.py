@@ -119,8 +119,9 @@ def test_whisper_features_follow_hubert_framing_and_whispers_own_front_end(whisp
     assert frames.tolist() == [num_frames(n) for n in lengths] == [1, 1, 49, 115]
     assert feats.shape == (4, 115, 512) and not feats[2, 49:].any()
     # Reference: Hugging Face's Whisper log-mel (its own implementation), the same encoder.
-    mel = WhisperFeatureExtractor(feature_size=80)(wavs[3, :37_123].numpy(), sampling_rate=16000,
-                                                   return_tensors="np").input_features  # (1, 80, 3000)
+    mel = WhisperFeatureExtractor(feature_size=80)(
+        wavs[3, :37_123].numpy(), sampling_rate=16000, return_tensors="np"
+    ).input_features  # (1, 80, 3000)
     reference = np.asarray(extractor.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
     np.testing.assert_allclose(feats[3, :115].numpy(), reference[0, :115], atol=2e-3)
     # A batch equals one-by-one extraction (every piece has its own 30 s window).

@@ -34,6 +34,8 @@ def test_refuses_other_files_in_one_line(tmp_path: Path) -> None:
     save_checkpoint({"model": {}}, tmp_path / "other.pt", kind="campplus")
     with pytest.raises(UserError, match="'campplus' checkpoint, expected a 'dino-vits'"):
         load_joint(tmp_path / "other.pt")
-    save_checkpoint({"vits_config": {"n_units": 5}, "units": {"k": 5}, "generator": {}}, tmp_path / MODEL_FILE, kind="dino-vits")
+    save_checkpoint(
+        {"vits_config": {"n_units": 5}, "units": {"k": 5}, "generator": {}}, tmp_path / MODEL_FILE, kind="dino-vits"
+    )
     with pytest.raises(UserError, match="not a usable dv train-joint model"):
         load_joint(tmp_path)

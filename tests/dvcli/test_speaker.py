@@ -25,7 +25,9 @@ def encoder() -> CAMPPlus:
 
 
 def _same(a: CAMPPlus, b: CAMPPlus) -> bool:
-    return a.config == b.config and all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return a.config == b.config and all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
 def test_loads_from_every_kind_of_source(tmp_path: Path, encoder: CAMPPlus) -> None:
@@ -35,8 +37,14 @@ def test_loads_from_every_kind_of_source(tmp_path: Path, encoder: CAMPPlus) -> N
     save_checkpoint({"model": state, "model_config": config, "classifier": {}}, tmp_path / "ckpt.pt", kind=TRAIN_KIND)
     torch.save(state, tmp_path / "plain.bin")
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.bin")
-    for source in (tmp_path / "run", tmp_path / "run" / ENCODER_FILE, tmp_path / "ckpt.pt", tmp_path / "plain.bin",
-                   tmp_path / "ddp.bin", state):
+    for source in (
+        tmp_path / "run",
+        tmp_path / "run" / ENCODER_FILE,
+        tmp_path / "ckpt.pt",
+        tmp_path / "plain.bin",
+        tmp_path / "ddp.bin",
+        state,
+    ):
         loaded = load_speaker_encoder(source)
         assert _same(loaded, encoder) and not loaded.training, source
 

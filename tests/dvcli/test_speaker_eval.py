@@ -28,7 +28,9 @@ from dvcli.testing import make_corpus
 
 
 def _utts(speakers: int, each: int) -> list[Utterance]:
-    return [Utterance(f"s{s}_{i}", Path(f"/x/s{s}_{i}.wav"), f"s{s}", 1.0) for s in range(speakers) for i in range(each)]
+    return [
+        Utterance(f"s{s}_{i}", Path(f"/x/s{s}_{i}.wav"), f"s{s}", 1.0) for s in range(speakers) for i in range(each)
+    ]
 
 
 def _triples(trials: list[Trial]) -> list[tuple[str, str, int]]:
@@ -70,19 +72,25 @@ def test_trial_files_round_trip_and_check_ids(tmp_path: Path) -> None:
     write_trials(tmp_path / "lists" / "t.tsv", trials)
     lines = (tmp_path / "lists" / "t.tsv").read_text().splitlines()
     assert lines[0] == "enrol\ttest\tlabel\tcondition" and lines[1].startswith("../c/")  # relative to the file
-    assert read_trials(tmp_path / "lists" / "t.tsv") == [dataclasses.replace(t, enrol=t.enrol.resolve(),
-                                                                               test=t.test.resolve()) for t in trials]
+    assert read_trials(tmp_path / "lists" / "t.tsv") == [
+        dataclasses.replace(t, enrol=t.enrol.resolve(), test=t.test.resolve()) for t in trials
+    ]
     known = {u.id: u.audio for u in utts}
     # Older pretrain-speaker lists: no header, utterance ids, target/nontarget labels.
     (tmp_path / "ids.tsv").write_text(f"{utts[0].id} {utts[1].id} target\n{utts[0].id} {utts[4].id} nontarget\n")
-    assert [(t.test, t.label) for t in read_trials(tmp_path / "ids.tsv", known)] == [(utts[1].audio, 1), (utts[4].audio, 0)]
+    assert [(t.test, t.label) for t in read_trials(tmp_path / "ids.tsv", known)] == [
+        (utts[1].audio, 1),
+        (utts[4].audio, 0),
+    ]
     (tmp_path / "bad.tsv").write_text(f"{utts[0].id} s9_9 target\n")
     with pytest.raises(UserError, match="'s9_9' is neither an audio file"):
         read_trials(tmp_path / "bad.tsv", known)
     (tmp_path / "bad2.tsv").write_text(f"{utts[0].id} {utts[1].id} maybe\n")
     with pytest.raises(UserError, match="bad2.tsv:1"):
         read_trials(tmp_path / "bad2.tsv", known)
-    (tmp_path / "bom.tsv").write_text("\ufeffenroll\ttest\tlabel\n" + lines[1].rsplit("\t", 1)[0].replace("../", "") + "\n")
+    (tmp_path / "bom.tsv").write_text(
+        "\ufeffenroll\ttest\tlabel\n" + lines[1].rsplit("\t", 1)[0].replace("../", "") + "\n"
+    )
     assert len(read_trials(tmp_path / "bom.tsv")) == 1  # a byte-order mark and the "enroll" spelling
 
 

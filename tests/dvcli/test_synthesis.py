@@ -108,8 +108,15 @@ def test_split_pipeline_equals_generator_infer(joint: JointModel) -> None:
     controls = SynthesisControls(noise_scale=0.5, noise_scale_w=0.7, length_scale=1.3)
     ours = synth.infer(sequences, speaker, controls, torch.Generator().manual_seed(7))
     units = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 50, 50, 50, 50, 50]])
-    wav, lengths = joint.generator.infer(units, torch.tensor([8, 3]), speaker.expand(2, -1), noise_scale=0.5,
-                                         noise_scale_w=0.7, length_scale=1.3, rng=torch.Generator().manual_seed(7))
+    wav, lengths = joint.generator.infer(
+        units,
+        torch.tensor([8, 3]),
+        speaker.expand(2, -1),
+        noise_scale=0.5,
+        noise_scale_w=0.7,
+        length_scale=1.3,
+        rng=torch.Generator().manual_seed(7),
+    )
     assert float(wav.abs().max()) > 1e-3  # far above the tolerance below
     for i in range(2):
         assert ours[i].shape[0] == int(lengths[i])
@@ -154,8 +161,9 @@ def test_exportable_fbank_equals_kaldi_fbank() -> None:
     torch.testing.assert_close(ExportableFbank(fbank)(wav), expected, rtol=0, atol=2e-3)
 
 
-def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_graphs_match_pytorch_at_other_lengths(
+    joint: JointModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("onnxruntime")
     from dvcli.synthesis import TorchBackend
     from dvcli.synthesis_onnx import GRAPHS, OnnxBackend, cache_folder
@@ -181,14 +189,20 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(joint: JointModel, tmp_path:
     for got, want in zip(onnx.prior(units, lengths, speaker, noise), expected):
         torch.testing.assert_close(got, want, rtol=0, atol=ONNX_TOLERANCE)
     z_p, mask = torch.randn(3, 16, 57, generator=gen), (torch.arange(57) < torch.tensor([[57], [40], [9]])).float()
-    torch.testing.assert_close(onnx.decode(z_p, mask[:, None], speaker),
-                               torch_backend.decode(z_p, mask[:, None], speaker), rtol=0, atol=ONNX_TOLERANCE)
+    torch.testing.assert_close(
+        onnx.decode(z_p, mask[:, None], speaker),
+        torch_backend.decode(z_p, mask[:, None], speaker),
+        rtol=0,
+        atol=ONNX_TOLERANCE,
+    )
 
     # End to end with the same seed: the same audio from both backends.
     synth_onnx, synth_torch = Synthesizer(joint, onnx), Synthesizer(joint, torch_backend)
     sequences = [list(range(1, 40)), [4, 8, 15, 16, 23, 42]]
-    a, b = (s.synthesize(sequences, s.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
-            for s in (synth_onnx, synth_torch))
+    a, b = (
+        s.synthesize(sequences, s.embed(ref[0]), SynthesisControls(), torch.Generator().manual_seed(5))
+        for s in (synth_onnx, synth_torch)
+    )
     assert a.shape == b.shape and float(b.abs().max()) > 100 * ONNX_TOLERANCE
     torch.testing.assert_close(a, b, rtol=0, atol=ONNX_TOLERANCE)
 
@@ -201,15 +215,20 @@ def test_onnx_with_a_deterministic_duration_predictor_and_blanks(tmp_path: Path)
     from dvcli.synthesis_onnx import OnnxBackend
 
     config = VitsConfig.tiny(n_units=20, speaker_embedding_dim=16, stochastic_duration=False, add_blank=True)
-    save_joint(tmp_path / "model.pt", VitsGenerator(config), CAMPPlus(CAMPPlusConfig.tiny(embedding_size=16)),
-               UnitInfo(k=20))
+    save_joint(
+        tmp_path / "model.pt", VitsGenerator(config), CAMPPlus(CAMPPlusConfig.tiny(embedding_size=16)), UnitInfo(k=20)
+    )
     joint = load_joint(tmp_path)
     speaker = torch.randn(16)
-    a, b = (Synthesizer(joint, backend).infer([[1, 2, 3, 4, 5]], speaker, SynthesisControls(),
-                                             torch.Generator().manual_seed(0))[0]
-            for backend in (OnnxBackend.from_joint(joint, threads=1), None))
+    a, b = (
+        Synthesizer(joint, backend).infer(
+            [[1, 2, 3, 4, 5]], speaker, SynthesisControls(), torch.Generator().manual_seed(0)
+        )[0]
+        for backend in (OnnxBackend.from_joint(joint, threads=1), None)
+    )
     torch.testing.assert_close(a, b, rtol=0, atol=ONNX_TOLERANCE)
-    wav, _ = joint.generator.infer(torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([5]), speaker[None],
-                                   rng=torch.Generator().manual_seed(0))
+    wav, _ = joint.generator.infer(
+        torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([5]), speaker[None], rng=torch.Generator().manual_seed(0)
+    )
     assert float(wav.abs().max()) > 1e-3
     torch.testing.assert_close(b, wav[0], rtol=0, atol=1e-6)

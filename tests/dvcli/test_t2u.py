@@ -72,7 +72,12 @@ def test_tokenizer_matches_sentencepiece_and_covers_the_alphabet() -> None:
     # Every character the normaliser can leave is a piece: no normalised text maps to <unk>.
     ids = tokenizer(" ".join(NORMALIZED_ALPHABET))["input_ids"]
     assert tokenizer.unk_token_id not in ids
-    assert (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    assert (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (
+        0,
+        1,
+        2,
+        3,
+    )
     offset = add_unit_tokens(tokenizer, 7)
     assert offset == sp.get_piece_size() and len(tokenizer) == offset + 7
     assert tokenizer.convert_tokens_to_ids("<u6>") == offset + 6
@@ -139,8 +144,15 @@ def test_decoding_ignores_the_folders_generation_settings(tmp_path: Path) -> Non
     texts = ["the quiet river", "a small fox jumps over the bridge"]
     expected = {beams: TextToUnit.load(folder).units(texts, beams=beams) for beams in (1, 4)}
     settings = json.loads((folder / "generation_config.json").read_text())
-    settings.update(early_stopping=True, length_penalty=-3.0, no_repeat_ngram_size=1, repetition_penalty=9.0,
-                    forced_bos_token_id=settings["eos_token_id"] + 7, min_length=40, num_beams=3)
+    settings.update(
+        early_stopping=True,
+        length_penalty=-3.0,
+        no_repeat_ngram_size=1,
+        repetition_penalty=9.0,
+        forced_bos_token_id=settings["eos_token_id"] + 7,
+        min_length=40,
+        num_beams=3,
+    )
     (folder / "generation_config.json").write_text(json.dumps(settings))
     t2u = TextToUnit.load(folder)
     assert t2u.model.generation_config.no_repeat_ngram_size == 0
@@ -150,8 +162,10 @@ def test_decoding_ignores_the_folders_generation_settings(tmp_path: Path) -> Non
     t2u.model.generation_config.update(no_repeat_ngram_size=1, forced_bos_token_id=settings["forced_bos_token_id"])
     from transformers import GenerationConfig
 
-    plain = t2u.model.generate(input_ids=torch.tensor(t2u.encode(texts[:1])), generation_config=GenerationConfig(
-        num_beams=1, max_length=30, decoder_start_token_id=t2u.vocab.eos_id))
+    plain = t2u.model.generate(
+        input_ids=torch.tensor(t2u.encode(texts[:1])),
+        generation_config=GenerationConfig(num_beams=1, max_length=30, decoder_start_token_id=t2u.vocab.eos_id),
+    )
     assert t2u.vocab.units_of(plain[0, 1:].tolist()) != expected[1][0][: plain.shape[1] - 1]
 
 
@@ -172,8 +186,10 @@ def test_unreadable_characters() -> None:
 def _rows(texts: list[str], speakers: list[str] | None = None, splits: list[str] | None = None) -> list[Utterance]:
     speakers = speakers or ["a"] * len(texts)
     splits = splits or [""] * len(texts)
-    return [Utterance(f"u{i}", Path(f"/x/u{i}.wav"), s, 1.0, t, split=p)
-            for i, (t, s, p) in enumerate(zip(texts, speakers, splits))]
+    return [
+        Utterance(f"u{i}", Path(f"/x/u{i}.wav"), s, 1.0, t, split=p)
+        for i, (t, s, p) in enumerate(zip(texts, speakers, splits))
+    ]
 
 
 def test_pairing_skips_and_counts_and_names_the_first_missing_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -196,7 +212,9 @@ def test_pairing_skips_and_counts_and_names_the_first_missing_id(caplog: pytest.
 
 def test_unit_vocabulary_size_sources_and_checks() -> None:
     rows = _rows(["a b", "c d"])
-    examples, _ = pair_examples(rows, UnitSource(Path("u"), {"u0": [3, 7], "u1": [1]}, None, None, None), manifest=Path("m"))
+    examples, _ = pair_examples(
+        rows, UnitSource(Path("u"), {"u0": [3, 7], "u1": [1]}, None, None, None), manifest=Path("m")
+    )
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, None, None, None)) == 8
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, 100, None, None)) == 100
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, 100, None, None), k=50) == 50

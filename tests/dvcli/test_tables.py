@@ -52,8 +52,9 @@ def test_manifest_units_and_trials_read_the_same_with_a_bom(corpus: list, tmp_pa
     (tmp_path / "units.tsv").write_text(BOM + "u1\t1 2 3\nu2\t4 5\n", encoding="utf-8")
     assert read_units(tmp_path / "units.tsv") == {"u1": [1, 2, 3], "u2": [4, 5]}
 
-    (tmp_path / "trials.tsv").write_text(BOM + f"enrol\ttest\tlabel\n{corpus[0].audio}\t{corpus[1].audio}\t1\n",
-                                         encoding="utf-8")
+    (tmp_path / "trials.tsv").write_text(
+        BOM + f"enrol\ttest\tlabel\n{corpus[0].audio}\t{corpus[1].audio}\t1\n", encoding="utf-8"
+    )
     assert read_trials(tmp_path / "trials.tsv")[0].label == 1
 
 
@@ -66,7 +67,8 @@ def test_prepare_keeps_the_first_text_of_a_metadata_tsv_with_a_bom(tmp_path: Pat
     for spk in ("spk0", "spk1"):
         names = sorted(p.name for p in (corpus / spk).glob("*.wav"))
         (corpus / spk / "metadata.tsv").write_text(
-            BOM + "".join(f"{n}\tsentence {i} of {spk}\n" for i, n in enumerate(names)), encoding="utf-8")
+            BOM + "".join(f"{n}\tsentence {i} of {spk}\n" for i, n in enumerate(names)), encoding="utf-8"
+        )
     (corpus / "speakers.tsv").write_text(BOM + "speaker\tsplit\nspk1\theldout\n", encoding="utf-8")
     rows = read_manifest(prepare(PrepareConfig(source=corpus, out=tmp_path / "data")).manifest)
     assert all(r.text.startswith("sentence ") for r in rows) and len(rows) == 4

@@ -9,8 +9,16 @@ from dvcli.text import normalize_text, number_to_words, ordinal_to_words, split_
 
 @pytest.mark.parametrize(
     "n,words",
-    [(0, "zero"), (13, "thirteen"), (40, "forty"), (99, "ninety nine"), (100, "one hundred"),
-     (1205, "one thousand two hundred five"), (2000000, "two million"), (-7, "minus seven")],
+    [
+        (0, "zero"),
+        (13, "thirteen"),
+        (40, "forty"),
+        (99, "ninety nine"),
+        (100, "one hundred"),
+        (1205, "one thousand two hundred five"),
+        (2000000, "two million"),
+        (-7, "minus seven"),
+    ],
 )
 def test_number_to_words(n: int, words: str) -> None:
     assert number_to_words(n) == words
@@ -18,7 +26,15 @@ def test_number_to_words(n: int, words: str) -> None:
 
 def test_ordinals_and_years() -> None:
     assert [ordinal_to_words(n) for n in (1, 2, 3, 5, 12, 20, 21, 100)] == [
-        "first", "second", "third", "fifth", "twelfth", "twentieth", "twenty first", "one hundredth"]
+        "first",
+        "second",
+        "third",
+        "fifth",
+        "twelfth",
+        "twentieth",
+        "twenty first",
+        "one hundredth",
+    ]
     assert year_to_words(1999) == "nineteen ninety nine"
     assert year_to_words(1905) == "nineteen oh five"
     assert year_to_words(2005) == "two thousand five"
@@ -28,7 +44,10 @@ def test_ordinals_and_years() -> None:
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("Dr. Smith paid $3.50 on the 21st, in 1999!", "doctor smith paid three dollars fifty cents on the twenty first in nineteen ninety nine"),
+        (
+            "Dr. Smith paid $3.50 on the 21st, in 1999!",
+            "doctor smith paid three dollars fifty cents on the twenty first in nineteen ninety nine",
+        ),
         ("It's 3.14 — roughly.", "it's three point one four roughly"),
         ("50% of 1,200 people", "fifty percent of one thousand two hundred people"),
         ("Café “quotes” and 'single' rock & roll", "cafe quotes and single rock and roll"),

@@ -37,8 +37,9 @@ def _run(folder: Path, steps: int, stop_at: int | None = None, resume: bool = Fa
         sched.step()
         losses.append(loss.item())
         if stop_at is not None and step + 1 == stop_at:
-            manager.save(step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "scheduler": sched.state_dict()})
+            manager.save(
+                step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            )
             break
     return losses
 

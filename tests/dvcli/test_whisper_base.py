@@ -55,8 +55,11 @@ def test_parts_that_do_not_add_up_are_refused_and_nothing_is_left(
 
 
 def test_missing_packages_name_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(whisper_base, "PARTS", (("no_such_whisper_part1", "model.bin.part1"),
-                                                ("no_such_whisper_part2", "model.bin.part2")))
+    monkeypatch.setattr(
+        whisper_base,
+        "PARTS",
+        (("no_such_whisper_part1", "model.bin.part1"), ("no_such_whisper_part2", "model.bin.part2")),
+    )
     assert not whisper_base.is_installed()
     with pytest.raises(UserError, match=r"missing no-such-whisper-part1, no-such-whisper-part2.*\[eval\]"):
         whisper_base.whisper_base_folder(tmp_path)

@@ -26,8 +26,22 @@ def test_refs_are_other_utterances_of_the_speaker_at_the_asked_snr(tmp_path: Pat
     manifest = make_manifest(tmp_path / "data", speakers=3, utterances=3, seconds=(1.0, 2.0))
     out = tmp_path / "refs"
     result = runner.invoke(
-        app, ["evaluate", "refs", str(manifest), "-o", str(out), "--split", "", "--per-speaker", "2",
-              "--snrs", "0,10", "--ref-seconds", "0.8"],
+        app,
+        [
+            "evaluate",
+            "refs",
+            str(manifest),
+            "-o",
+            str(out),
+            "--split",
+            "",
+            "--per-speaker",
+            "2",
+            "--snrs",
+            "0,10",
+            "--ref-seconds",
+            "0.8",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = _rows(out / "batch.tsv")

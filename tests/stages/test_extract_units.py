@@ -138,9 +138,20 @@ def test_whisper_features_cut_long_files_into_30_second_pieces(tmp_path: Path) -
         sf.write(tmp_path / f"{uid}.wav", voice(samples / 16000)[:samples], 16000)
         rows.append(Utterance(uid, tmp_path / f"{uid}.wav", "s", samples / 16000, ""))
     write_manifest(tmp_path / "manifest.tsv", rows)
-    result = run(ExtractUnitsConfig(manifest=tmp_path / "manifest.tsv", out=tmp_path / "f", features="whisper",
-                                    whisper_window="trim", device="cpu"))
+    result = run(
+        ExtractUnitsConfig(
+            manifest=tmp_path / "manifest.tsv",
+            out=tmp_path / "f",
+            features="whisper",
+            whisper_window="trim",
+            device="cpu",
+        )
+    )
     store = FeatureStore(result.out)
     for uid, samples in lengths.items():
         assert store.get(uid).shape == ((samples - 400) // 320 + 1, 512)
-    assert (store.meta["kind"], store.meta["checkpoint"], store.meta["whisper_window"]) == ("whisper", "whisper-base", "trim")
+    assert (store.meta["kind"], store.meta["checkpoint"], store.meta["whisper_window"]) == (
+        "whisper",
+        "whisper-base",
+        "trim",
+    )

@@ -34,9 +34,20 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(manifest: Path, out: Path, **overrides: object) -> PretrainSpeakerConfig:
     settings: dict = dict(
-        manifest=manifest, out=out, model="tiny", batch_size=16, utterances_per_speaker=2, crop_seconds=1.0,
-        optimizer="adamw", learning_rate=3e-3, workers=0, snrs=(5.0,), export_embeddings=False, eval_utterances=3,
-        device="cpu", log_every=5,
+        manifest=manifest,
+        out=out,
+        model="tiny",
+        batch_size=16,
+        utterances_per_speaker=2,
+        crop_seconds=1.0,
+        optimizer="adamw",
+        learning_rate=3e-3,
+        workers=0,
+        snrs=(5.0,),
+        export_embeddings=False,
+        eval_utterances=3,
+        device="cpu",
+        log_every=5,
     )
     settings.update(overrides)
     return PretrainSpeakerConfig(**settings)
@@ -86,10 +97,25 @@ def test_cli_evaluates_an_init_bin_and_exports_embeddings(manifest: Path, tmp_pa
     torch.manual_seed(0)
     torch.save(CAMPPlus(CAMPPlusConfig.tiny(embedding_size=32)).state_dict(), tmp_path / "campplus_tiny.bin")
     out = tmp_path / "eval"
-    result = runner.invoke(app, [
-        "pretrain-speaker", str(manifest), "-o", str(out), "--init", str(tmp_path / "campplus_tiny.bin"),
-        "--steps", "0", "--device", "cpu", "--set", "snrs=[10]", "--set", "eval_utterances=3",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "pretrain-speaker",
+            str(manifest),
+            "-o",
+            str(out),
+            "--init",
+            str(tmp_path / "campplus_tiny.bin"),
+            "--steps",
+            "0",
+            "--device",
+            "cpu",
+            "--set",
+            "snrs=[10]",
+            "--set",
+            "eval_utterances=3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "10 dB" in result.stderr and "EER seen" in result.stderr
     rows = (out / "embeddings.tsv").read_text().splitlines()
@@ -144,14 +170,26 @@ def test_evaluate_speaker_reads_the_trials_pretrain_speaker_writes_and_agrees(ma
     and with the same trials, noise and seed both report the same EER in every condition."""
     torch.manual_seed(0)
     torch.save(CAMPPlus(CAMPPlusConfig.tiny()).state_dict(), tmp_path / "campplus_tiny.bin")
-    trained = run(_config(manifest, tmp_path / "spk", steps=0, init=tmp_path / "campplus_tiny.bin",
-                          snrs=(5.0, 0.0)))
+    trained = run(_config(manifest, tmp_path / "spk", steps=0, init=tmp_path / "campplus_tiny.bin", snrs=(5.0, 0.0)))
     trials = tmp_path / "spk" / "trials" / "unseen.tsv"
     assert trials.read_text().startswith("enrol\ttest\tlabel\tcondition\n")
-    result = runner.invoke(app, [
-        "evaluate", "speaker", "--trials", str(trials), "--verifier", str(tmp_path / "spk" / "campplus.pt"),
-        "--snrs", "5,0", "--device", "cpu", "-o", str(tmp_path / "eval"),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "speaker",
+            "--trials",
+            str(trials),
+            "--verifier",
+            str(tmp_path / "spk" / "campplus.pt"),
+            "--snrs",
+            "5,0",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "eval"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())["conditions"]
     assert list(report) == ["clean", "noisy 5 dB", "noisy 0 dB"] == list(trained.eer["unseen"])

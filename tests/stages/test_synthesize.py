@@ -187,8 +187,9 @@ def test_export_onnx_and_the_onnx_default_on_cpu(models, refs, tmp_path: Path, m
 
 
 def test_a_ten_thousand_character_text(models, refs, tmp_path: Path) -> None:
-    words = ("the small red fox runs over the old stone bridge and waits near the quiet river "
-             "while the evening market opens").split()
+    words = (
+        "the small red fox runs over the old stone bridge and waits near the quiet river while the evening market opens"
+    ).split()
     text = ""
     i = 0
     while len(text) < 10_000:  # sentences of 25-70 words, some with no full stop for a long while

@@ -62,8 +62,18 @@ def test_tiny_overfits_and_records_unit_error_rates(trained) -> None:
     uer = error_rate([units[s] for s in sentences], hyps)
     assert uer < 0.10, uer
     assert {p.name for p in out.iterdir()} >= {
-        "config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-        "unit_vocab.json", "sentencepiece.model", "metrics.tsv", "tensorboard", "checkpoints", "config.yaml", "meta.json",
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "unit_vocab.json",
+        "sentencepiece.model",
+        "metrics.tsv",
+        "tensorboard",
+        "checkpoints",
+        "config.yaml",
+        "meta.json",
     }
     assert not work_folder(out).exists()
 
@@ -108,8 +118,18 @@ def _small_data(tmp_path: Path, count: int = 4, speakers: int = 1) -> tuple[Path
 
 def _resume_config(manifest: Path, units: Path, out: Path, steps: int, resume: bool = False) -> TrainT2UConfig:
     return TrainT2UConfig(
-        manifest=manifest, units=units, out=out, steps=steps, batch_size=2, eval_every=4, beams=1,
-        eval_sentences=2, valid_fraction=0.0, warmup=2, resume=resume, device="cpu",
+        manifest=manifest,
+        units=units,
+        out=out,
+        steps=steps,
+        batch_size=2,
+        eval_every=4,
+        beams=1,
+        eval_sentences=2,
+        valid_fraction=0.0,
+        warmup=2,
+        resume=resume,
+        device="cpu",
     )
 
 
@@ -165,8 +185,15 @@ def _pretrained_mbart(folder: Path, texts: list[str]) -> tuple[object, object]:
     sp = spm.SentencePieceProcessor(model_proto=sp_bytes)
     tokenizer = MBartTokenizer(vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())])
     config = MBartConfig(
-        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
         scale_embedding=True,
     )
     torch.manual_seed(7)
@@ -180,9 +207,22 @@ def test_init_from_a_pretrained_mbart_folder(tmp_path: Path) -> None:
     manifest, units = _small_data(tmp_path)
     texts = [normalize_text(u.text) for u in read_manifest(manifest)]
     pretrained, tokenizer = _pretrained_mbart(tmp_path / "mbart", texts)
-    result = run(TrainT2UConfig(manifest=manifest, units=units, out=tmp_path / "out", init=tmp_path / "mbart",
-                                steps=2, learning_rate=1e-9, warmup=0, batch_size=4, beams=1, eval_sentences=1,
-                                valid_fraction=0.0, device="cpu"))
+    result = run(
+        TrainT2UConfig(
+            manifest=manifest,
+            units=units,
+            out=tmp_path / "out",
+            init=tmp_path / "mbart",
+            steps=2,
+            learning_rate=1e-9,
+            warmup=0,
+            batch_size=4,
+            beams=1,
+            eval_sentences=1,
+            valid_fraction=0.0,
+            device="cpu",
+        )
+    )
     t2u = TextToUnit.load(result.out)
     vocab = t2u.vocab
     assert vocab.offset == len(tokenizer) and len(t2u.tokenizer) == len(tokenizer) + 40
@@ -224,10 +264,27 @@ def test_cli_skips_and_counts_empty_text_rows(tmp_path: Path) -> None:
     rows[0].text, rows[2].text = "", "?!"
     write_manifest(manifest, rows)
     out = tmp_path / "out"
-    result = runner.invoke(app, [
-        "train-t2u", str(manifest), "--units", str(units), "-o", str(out), "--steps", "2", "--beams", "1",
-        "--set", "valid_fraction=0", "--set", "eval_sentences=1", "--seed", "3",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "train-t2u",
+            str(manifest),
+            "--units",
+            str(units),
+            "-o",
+            str(out),
+            "--steps",
+            "2",
+            "--beams",
+            "1",
+            "--set",
+            "valid_fraction=0",
+            "--set",
+            "eval_sentences=1",
+            "--seed",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["skipped_empty_text"] == 2 and meta["train_utterances"] == 2 and meta["steps"] == 2
@@ -255,15 +312,18 @@ TOY_SPEAKER = "flite_slt"
 
 
 def _toy_config(manifest: Path, units: Path, out: Path, **values: object) -> TrainT2UConfig:
-    return load_config(TrainT2UConfig, TOY_RECIPE,
-                       values={"manifest": manifest, "units": units, "out": out, "device": "cpu", **values})
+    return load_config(
+        TrainT2UConfig, TOY_RECIPE, values={"manifest": manifest, "units": units, "out": out, "device": "cpu", **values}
+    )
 
 
 def test_shipped_toy_recipe_is_a_valid_config() -> None:
     config = _toy_config(Path("m"), Path("u"), Path("o"))
     assert config.speakers == [TOY_SPEAKER] and config.model == "tiny" and config.dropout == 0.0
     paper = load_config(TrainT2UConfig, LIBRITTS_RECIPE, values={"manifest": "m", "units": "u", "out": "o"})
-    assert paper.steps > 0 and paper.learning_rate is not None and paper.learning_rate < 1e-3  # fine-tuning a pretrained model
+    assert (
+        paper.steps > 0 and paper.learning_rate is not None and paper.learning_rate < 1e-3
+    )  # fine-tuning a pretrained model
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +335,9 @@ def toy_units(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("toy")
     prepare.run(prepare.PrepareConfig(source=TOY, out=root / "data"))
-    extract_units.run(extract_units.ExtractUnitsConfig(manifest=root / "data", out=root / "mfcc", features="mfcc",
-                                                       device="cpu"))
+    extract_units.run(
+        extract_units.ExtractUnitsConfig(manifest=root / "data", out=root / "mfcc", features="mfcc", device="cpu")
+    )
     cluster.run(cluster.ClusterConfig(features=[root / "mfcc"], out=root / "km", k=100, device="cpu"))
     return root / "data" / "manifest.tsv", root / "km"
 
@@ -292,8 +353,18 @@ def test_tiny_learns_a_few_toy_sentences(toy_units: tuple[Path, Path], tmp_path:
     manifest, units = toy_units
     rows = [r for r in read_manifest(manifest) if r.speaker == TOY_SPEAKER][:4]
     write_manifest(tmp_path / "manifest.tsv", rows)
-    result = run(_toy_config(tmp_path / "manifest.tsv", units, tmp_path / "out", steps=150, batch_size=4,
-                             eval_every=50, beams=1, valid_fraction=0.0))
+    result = run(
+        _toy_config(
+            tmp_path / "manifest.tsv",
+            units,
+            tmp_path / "out",
+            steps=150,
+            batch_size=4,
+            eval_every=50,
+            beams=1,
+            valid_fraction=0.0,
+        )
+    )
     metrics = [line.split("\t") for line in (tmp_path / "out" / "metrics.tsv").read_text().splitlines()[1:]]
     first, last = float(metrics[0][2]), float(metrics[-1][2])
     assert result.train_uer == last < 0.10 < first, metrics
@@ -325,16 +396,30 @@ def test_tiny_overfits_the_toy_corpus(toy_units: tuple[Path, Path], tmp_path: Pa
     assert result.train_uer < 0.10, result.summary()
     # The saved folder, through the API dv synthesize uses, with 5 beams:
     t2u = TextToUnit.load(result.out)
-    held_out = {e.text for e in split_by_sentence(
-        pair_examples(read_manifest(manifest), read_unit_source(units), manifest=manifest,
-                      speakers=config.speakers)[0], config.valid_fraction, config.seed)[1]}
-    references = {t: u for t, u in _toy_references(manifest, units, TOY_SPEAKER).items()
-                  if normalize_text(t) not in held_out}
+    held_out = {
+        e.text
+        for e in split_by_sentence(
+            pair_examples(
+                read_manifest(manifest), read_unit_source(units), manifest=manifest, speakers=config.speakers
+            )[0],
+            config.valid_fraction,
+            config.seed,
+        )[1]
+    }
+    references = {
+        t: u for t, u in _toy_references(manifest, units, TOY_SPEAKER).items() if normalize_text(t) not in held_out
+    }
     hyps = t2u.units(list(references), beams=5)
     uer = error_rate(list(references.values()), hyps)
     assert all(0 <= u < t2u.vocab.k == 100 for seq in hyps for u in seq)
-    logging.getLogger(__name__).warning("toy corpus, %s: UER %.1f%% on %d training sentences after %d steps, %.0f s",
-                                        TOY_SPEAKER, 100 * uer, len(references), result.steps, seconds)
+    logging.getLogger(__name__).warning(
+        "toy corpus, %s: UER %.1f%% on %d training sentences after %d steps, %.0f s",
+        TOY_SPEAKER,
+        100 * uer,
+        len(references),
+        result.steps,
+        seconds,
+    )
     assert uer < 0.10
 
 

@@ -138,8 +138,7 @@ class TransformerEncoder(nn.Module):
         """``(B, C, T)`` with ``(B, 1, T)`` mask -> ``(B, C, T)``; valid outputs ignore padded positions."""
         attn_mask = (x_mask.unsqueeze(2) * x_mask.unsqueeze(-1)).bool()  # (B, 1, T, T)
         x = x * x_mask
-        for attn, norm_1, ffn, norm_2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers,
-                                             self.norm_layers_2):
+        for attn, norm_1, ffn, norm_2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2):
             x = norm_1(x + self.dropout(attn(x, attn_mask)))
             x = norm_2(x + self.dropout(ffn(x, x_mask)))
         return x * x_mask

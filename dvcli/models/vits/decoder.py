@@ -34,10 +34,19 @@ def conv(x: torch.Tensor, layer: nn.Conv1d | nn.ConvTranspose1d) -> torch.Tensor
         return layer(x)
     weight = layer.weight.unsqueeze(2)  # (out, in, k) -> (out, in, 1, k); transposed: (in, out, 1, k)
     if isinstance(layer, nn.ConvTranspose1d):
-        return F.conv_transpose2d(x, weight, layer.bias, (1, layer.stride[0]), (0, layer.padding[0]),
-                                  (0, layer.output_padding[0]), layer.groups, (1, layer.dilation[0]))
-    return F.conv2d(x, weight, layer.bias, (1, layer.stride[0]), (0, layer.padding[0]), (1, layer.dilation[0]),
-                    layer.groups)
+        return F.conv_transpose2d(
+            x,
+            weight,
+            layer.bias,
+            (1, layer.stride[0]),
+            (0, layer.padding[0]),
+            (0, layer.output_padding[0]),
+            layer.groups,
+            (1, layer.dilation[0]),
+        )
+    return F.conv2d(
+        x, weight, layer.bias, (1, layer.stride[0]), (0, layer.padding[0]), (1, layer.dilation[0]), layer.groups
+    )
 
 
 class ResBlock(nn.Module):

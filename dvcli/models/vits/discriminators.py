@@ -57,8 +57,14 @@ class ScaleDiscriminator(nn.Module):
         super().__init__()
         c = channels
         # (in, out, kernel, stride); at c = 1024: 1-16-64-256-1024-1024-1024 as in HiFi-GAN
-        layers = [(1, c // 64, 15, 1), (c // 64, c // 16, 41, 4), (c // 16, c // 4, 41, 4), (c // 4, c, 41, 4),
-                  (c, c, 41, 4), (c, c, 5, 1)]
+        layers = [
+            (1, c // 64, 15, 1),
+            (c // 64, c // 16, 41, 4),
+            (c // 16, c // 4, 41, 4),
+            (c // 4, c, 41, 4),
+            (c, c, 41, 4),
+            (c, c, 5, 1),
+        ]
         self.convs = nn.ModuleList(
             # The strided layers are grouped with 4 input channels per group (HiFi-GAN's groups 4/16/64/256).
             weight_norm(nn.Conv1d(c_in, c_out, k, s, groups=max(1, c_in // 4) if k == 41 else 1, padding=(k - 1) // 2))

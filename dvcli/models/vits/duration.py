@@ -199,9 +199,7 @@ class StochasticDurationPredictor(nn.Module):
         """
         x = self._condition(h, x_mask, g)
         h_w = self.post_proj(self.post_convs(self.post_pre(durations), x_mask)) * x_mask
-        e_q = torch.randn(
-            (h.shape[0], 2, h.shape[2]), generator=rng, device=h.device, dtype=h.dtype
-        ) * x_mask
+        e_q = torch.randn((h.shape[0], 2, h.shape[2]), generator=rng, device=h.device, dtype=h.dtype) * x_mask
         z_q, logdet_q = _run(list(self.post_flows), e_q, x_mask, x + h_w, reverse=False)
         z_u, z1 = z_q[:, :1], z_q[:, 1:]
         u = torch.sigmoid(z_u) * x_mask  # dequantisation noise in (0, 1)

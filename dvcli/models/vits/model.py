@@ -98,8 +98,16 @@ class VitsGenerator(nn.Module):
         gin = c.gin_channels if c.speaker_embedding_dim else 0
         self.speaker_proj = nn.Linear(c.speaker_embedding_dim, gin) if gin else None
         self.text_encoder = TextEncoder(
-            c.vocab_size, c.pad_id, c.inter_channels, c.hidden_channels, c.filter_channels, c.n_heads,
-            c.n_layers, c.kernel_size, c.dropout, c.attention_window,
+            c.vocab_size,
+            c.pad_id,
+            c.inter_channels,
+            c.hidden_channels,
+            c.filter_channels,
+            c.n_heads,
+            c.n_layers,
+            c.kernel_size,
+            c.dropout,
+            c.attention_window,
         )
         self.posterior_encoder = PosteriorEncoder(
             c.spec_channels, c.inter_channels, c.hidden_channels, c.posterior_kernel_size, 1, c.posterior_layers, gin
@@ -109,7 +117,11 @@ class VitsGenerator(nn.Module):
         )
         if c.stochastic_duration:
             self.duration_predictor: StochasticDurationPredictor | DurationPredictor = StochasticDurationPredictor(
-                c.hidden_channels, c.duration_channels, c.duration_kernel_size, c.duration_dropout, c.duration_flows,
+                c.hidden_channels,
+                c.duration_channels,
+                c.duration_kernel_size,
+                c.duration_dropout,
+                c.duration_flows,
                 gin,
             )
         else:
@@ -117,8 +129,13 @@ class VitsGenerator(nn.Module):
                 c.hidden_channels, c.duration_channels, c.duration_kernel_size, c.duration_dropout, gin
             )
         self.decoder = HifiGanGenerator(
-            c.inter_channels, c.upsample_rates, c.upsample_kernel_sizes, c.upsample_initial_channels,
-            c.resblock_kernel_sizes, c.resblock_dilations, gin,
+            c.inter_channels,
+            c.upsample_rates,
+            c.upsample_kernel_sizes,
+            c.upsample_initial_channels,
+            c.resblock_kernel_sizes,
+            c.resblock_dilations,
+            gin,
         )
 
     # ---------------------------------------------------------------------------------------------
@@ -180,8 +197,18 @@ class VitsGenerator(nn.Module):
         ids_slice = random_segment_starts(spec_lengths, frames, rng)
         wav_slice = self.decoder(slice_segments(z, ids_slice, frames), g)
         return VitsOutput(
-            wav_slice=wav_slice, ids_slice=ids_slice, attn=attn, duration_loss=duration_loss, x_mask=x_mask,
-            y_mask=y_mask, z=z, z_p=z_p, m_p=m_p, logs_p=logs_p, m_q=m_q, logs_q=logs_q,
+            wav_slice=wav_slice,
+            ids_slice=ids_slice,
+            attn=attn,
+            duration_loss=duration_loss,
+            x_mask=x_mask,
+            y_mask=y_mask,
+            z=z,
+            z_p=z_p,
+            m_p=m_p,
+            logs_p=logs_p,
+            m_q=m_q,
+            logs_q=logs_q,
         )
 
     @torch.no_grad()

@@ -40,9 +40,7 @@ def slice_segments(x: torch.Tensor, starts: torch.Tensor, size: int) -> torch.Te
     return torch.gather(x, 2, index.expand(x.shape[0], x.shape[1], size))
 
 
-def random_segment_starts(
-    lengths: torch.Tensor, size: int, rng: torch.Generator | None = None
-) -> torch.Tensor:
+def random_segment_starts(lengths: torch.Tensor, size: int, rng: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random start per row such that ``start + size <= length`` (0 when the row is shorter).
 
     Args:

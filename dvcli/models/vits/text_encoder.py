@@ -15,9 +15,9 @@ from dvcli.models.vits.attention import TransformerEncoder
 from dvcli.models.vits.modules import sequence_mask
 
 
-def intersperse_blank(units: torch.Tensor, lengths: torch.Tensor, blank_id: int, pad_id: int) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
+def intersperse_blank(
+    units: torch.Tensor, lengths: torch.Tensor, blank_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Insert ``blank_id`` before, between and after the units of each row (VITS' ``add_blank``).
 
     Args:

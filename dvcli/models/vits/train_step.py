@@ -126,8 +126,12 @@ class VitsTrainer:
             groups += extra
         elif extra:
             groups.append({"params": extra})
-        adam = {"lr": config.learning_rate, "betas": config.betas, "eps": config.eps,
-                "weight_decay": config.weight_decay}
+        adam = {
+            "lr": config.learning_rate,
+            "betas": config.betas,
+            "eps": config.eps,
+            "weight_decay": config.weight_decay,
+        }
         self.optim_g = torch.optim.AdamW(groups, **adam)
         self.optim_d = torch.optim.AdamW(discriminator.parameters(), **adam)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=config.lr_decay)
@@ -242,15 +246,25 @@ class VitsTrainer:
             loss_g = loss_g + extra_loss.float()
         norm_g, skipped_g = self._update(loss_g, self.optim_g, "generator")
         self.scaler.update()
-        self.last = {"attn": out.attn.detach(), "wav_real": wav_real.detach(), "wav_fake": wav_fake.detach(),
-                     "mel_real": mel_real.detach(), "mel_fake": mel_fake.detach()}
+        self.last = {
+            "attn": out.attn.detach(),
+            "wav_real": wav_real.detach(),
+            "wav_fake": wav_fake.detach(),
+            "mel_real": mel_real.detach(),
+            "mel_fake": mel_fake.detach(),
+        }
         self.skipped_steps += int(skipped_d or skipped_g)
 
-        values = torch.stack([t.detach().float() for t in (loss_d, loss_g, loss_adv, loss_fm, loss_mel, loss_dur,
-                                                           loss_kl)]).tolist()
+        values = torch.stack(
+            [t.detach().float() for t in (loss_d, loss_g, loss_adv, loss_fm, loss_mel, loss_dur, loss_kl)]
+        ).tolist()
         stats = dict(zip(("loss_d", "loss_g", "loss_adv", "loss_fm", "loss_mel", "loss_dur", "loss_kl"), values))
-        stats.update(grad_norm_d=norm_d, grad_norm_g=norm_g, skipped=float(skipped_d or skipped_g),
-                     lr=self.optim_g.param_groups[0]["lr"])
+        stats.update(
+            grad_norm_d=norm_d,
+            grad_norm_g=norm_g,
+            skipped=float(skipped_d or skipped_g),
+            lr=self.optim_g.param_groups[0]["lr"],
+        )
         return stats
 
     def end_epoch(self) -> None:

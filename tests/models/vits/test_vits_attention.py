@@ -59,7 +59,7 @@ def test_relative_attention_matches_brute_force() -> None:
     x = torch.randn(2, 8, 9)
     lengths = torch.tensor([9, 6])
     valid = torch.arange(9)[None] < lengths[:, None]
-    mask = (valid[:, None, :, None] & valid[:, None, None, :])
+    mask = valid[:, None, :, None] & valid[:, None, None, :]
     torch.testing.assert_close(attn(x, mask), brute_force_attention(attn, x, mask), atol=1e-5, rtol=1e-5)
 
 

@@ -102,7 +102,7 @@ def test_inference_lengths_follow_durations() -> None:
     wav, wav_lengths = model.infer(units, lengths, emb, rng=torch.Generator().manual_seed(0))
     assert wav.shape[1] == int(wav_lengths.max()) and wav_lengths.min() >= config.hop_length
     assert torch.all(wav_lengths % config.hop_length == 0)
-    assert wav[1, int(wav_lengths[1]):].abs().sum() == 0
+    assert wav[1, int(wav_lengths[1]) :].abs().sum() == 0
     assert wav.abs().max() <= 1
     _, slow_lengths = model.infer(units, lengths, emb, length_scale=2.0, rng=torch.Generator().manual_seed(0))
     assert torch.all(slow_lengths >= 2 * wav_lengths - 12 * config.hop_length)
@@ -127,8 +127,16 @@ def test_config_validation_and_nested_build() -> None:
         VitsConfig.preset("huge")
     with pytest.raises(UserError, match="no VITS audio settings"):
         VitsConfig.tiny().at_sample_rate(8000)
-    built = build(VitsConfig, {"hop_length": 320, "segment_size": 9600, "upsample_rates": [10, 8, 2, 2],
-                               "upsample_kernel_sizes": [20, 16, 4, 4], "resblock_dilations": [[1, 2]] * 3})
+    built = build(
+        VitsConfig,
+        {
+            "hop_length": 320,
+            "segment_size": 9600,
+            "upsample_rates": [10, 8, 2, 2],
+            "upsample_kernel_sizes": [20, 16, 4, 4],
+            "resblock_dilations": [[1, 2]] * 3,
+        },
+    )
     assert built.upsample_rates == [10, 8, 2, 2] and built.resblock_dilations == [[1, 2]] * 3
 
 

@@ -29,15 +29,19 @@ def text_encoder(c: VitsConfig) -> int:
         4 * conv(h, h)  # q, k, v, o
         + 2 * (2 * c.attention_window + 1) * (h // c.n_heads)  # relative key / value embeddings
         + 2 * 2 * h  # two LayerNorms
-        + conv(h, f, k) + conv(f, h, k)  # feed-forward
+        + conv(h, f, k)
+        + conv(f, h, k)  # feed-forward
     )
     return c.vocab_size * h + c.n_layers * per_layer + conv(h, 2 * c.inter_channels)
 
 
 def posterior_encoder(c: VitsConfig) -> int:
     h = c.hidden_channels
-    return (conv(c.n_fft // 2 + 1, h) + wavenet(h, c.posterior_kernel_size, c.posterior_layers, c.gin_channels)
-            + conv(h, 2 * c.inter_channels))
+    return (
+        conv(c.n_fft // 2 + 1, h)
+        + wavenet(h, c.posterior_kernel_size, c.posterior_layers, c.gin_channels)
+        + conv(h, 2 * c.inter_channels)
+    )
 
 
 def flow(c: VitsConfig) -> int:
@@ -86,8 +90,12 @@ def test_base_generator_matches_arithmetic() -> None:
     assert count(model) == sum(expected.values())
     # Hand-checked numbers of the base configuration (192 hidden, 1000 units, 16 WaveNet layers, ...).
     assert expected == {
-        "text_encoder": 6_484_800, "posterior_encoder": 8_823_168, "flow": 8_687_232,
-        "duration_predictor": 1_366_512, "decoder": 14_468_608, "speaker_proj": 49_408,
+        "text_encoder": 6_484_800,
+        "posterior_encoder": 8_823_168,
+        "flow": 8_687_232,
+        "duration_predictor": 1_366_512,
+        "decoder": 14_468_608,
+        "speaker_proj": 49_408,
     }
     # "about 40M" (DESIGN.md), counting the posterior encoder (a training-only part) ...
     assert 35e6 < count(model) < 45e6
@@ -111,7 +119,13 @@ def test_discriminator_matches_arithmetic() -> None:
     widths = [1, 32, 128, 512, 1024]
     period = sum(conv(a, b, 5, wn=True) for a, b in itertools.pairwise(widths))
     period += conv(1024, 1024, 5, wn=True) + conv(1024, 1, 3, wn=True)
-    scale = (conv(1, 16, 15, wn=True) + conv(16, 64, 41, groups=4, wn=True) + conv(64, 256, 41, groups=16, wn=True)
-             + conv(256, 1024, 41, groups=64, wn=True) + conv(1024, 1024, 41, groups=256, wn=True)
-             + conv(1024, 1024, 5, wn=True) + conv(1024, 1, 3, wn=True))
+    scale = (
+        conv(1, 16, 15, wn=True)
+        + conv(16, 64, 41, groups=4, wn=True)
+        + conv(64, 256, 41, groups=16, wn=True)
+        + conv(256, 1024, 41, groups=64, wn=True)
+        + conv(1024, 1024, 41, groups=256, wn=True)
+        + conv(1024, 1024, 5, wn=True)
+        + conv(1024, 1, 3, wn=True)
+    )
     assert count(VitsDiscriminator.from_config(c)) == 5 * period + scale == 46_747_132

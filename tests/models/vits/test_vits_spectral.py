@@ -13,8 +13,12 @@ from dvcli.models.vits.spectral import Spectrogram, hz_to_mel, mel_filterbank, m
 
 @pytest.mark.parametrize(
     "n_fft,n_mels,rate,fmin,fmax",
-    [(1024, 80, 16000, 0.0, None), (1024, 80, 22050, 0.0, None), (1024, 100, 24000, 0.0, 12000.0),
-     (512, 40, 16000, 55.0, 7600.0)],
+    [
+        (1024, 80, 16000, 0.0, None),
+        (1024, 80, 22050, 0.0, None),
+        (1024, 100, 24000, 0.0, 12000.0),
+        (512, 40, 16000, 55.0, 7600.0),
+    ],
 )
 def test_mel_filterbank_matches_torchaudio(n_fft: int, n_mels: int, rate: int, fmin: float, fmax: float | None) -> None:
     ours = mel_filterbank(n_fft, n_mels, rate, fmin, fmax)

@@ -38,10 +38,22 @@ def test_step_gives_finite_losses_and_updates_everything() -> None:
     trainer = VitsTrainer(generator, discriminator, extra_parameters=encoder.parameters())
     g0, d0, e0 = snapshot(generator), snapshot(discriminator), snapshot(encoder)
     extra = torch.tensor(0.5, requires_grad=True)
-    stats = trainer.step(one_batch(config), encoder(torch.randn(2, 8)), extra_loss=extra * 2,
-                         rng=torch.Generator().manual_seed(0))
-    expected = {"loss_d", "loss_g", "loss_adv", "loss_fm", "loss_mel", "loss_dur", "loss_kl", "grad_norm_d",
-                "grad_norm_g", "skipped", "lr"}
+    stats = trainer.step(
+        one_batch(config), encoder(torch.randn(2, 8)), extra_loss=extra * 2, rng=torch.Generator().manual_seed(0)
+    )
+    expected = {
+        "loss_d",
+        "loss_g",
+        "loss_adv",
+        "loss_fm",
+        "loss_mel",
+        "loss_dur",
+        "loss_kl",
+        "grad_norm_d",
+        "grad_norm_g",
+        "skipped",
+        "lr",
+    }
     assert set(stats) == expected
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     assert stats["skipped"] == 0 and stats["lr"] == pytest.approx(2e-4)
