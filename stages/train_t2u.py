@@ -198,7 +198,14 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
             tokenizer, vocab = _load_work_vocab(work, k, config.dedup)
         else:
             tokenizer, vocab = _build_vocab(work, config, train, source, k)
-        train_sources = _tokenize(tokenizer, train)
+        limit = _position_limit(config)
+        train, train_sources = _fitting(train, _tokenize(tokenizer, train), limit, "training")
+        valid, valid_sources = _fitting(valid, _tokenize(tokenizer, valid), limit, "held-out")
+        if not train:
+            raise UserError(
+                f"{config.manifest}: no training pair fits the model's {limit} positions "
+                "(shorter utterances, or --set model=base)"
+            )
         if not resume:
             vocab.units_per_token, vocab.extra_units = generation_caps(train_sources, [e.units for e in train])
             vocab.save(work)
@@ -209,7 +216,7 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
             vocab_tokens=len(tokenizer),
             train_sources=train_sources,
             train_units=[e.units for e in train],
-            valid_sources=_tokenize(tokenizer, valid),
+            valid_sources=valid_sources,
             valid_units=[e.units for e in valid],
             resume=resume,
         )
@@ -349,6 +356,35 @@ def _build_vocab(
         kmeans_sha256=source.kmeans_sha256,
     )
     return tokenizer, vocab
+
+
+def _position_limit(config: TrainT2UConfig) -> int:
+    """The longest source or target sequence the model will have positions for."""
+    if config.init is not None:
+        from transformers import MBartConfig
+
+        return int(MBartConfig.from_pretrained(config.init).max_position_embeddings)
+    return PRESETS[config.model].max_positions
+
+
+def _fitting(
+    examples: list[Example], sources: list[list[int]], limit: int, what: str
+) -> tuple[list[Example], list[list[int]]]:
+    """The pairs whose text tokens and units (+ ``</s>``) fit ``limit`` positions; the others are
+    skipped with a warning (as train-joint skips utterances over ``max_seconds``), not left to fail
+    mid-run in the position embedding."""
+    keep = [i for i, (e, src) in enumerate(zip(examples, sources)) if len(src) <= limit and len(e.units) + 1 <= limit]
+    if len(keep) < len(examples):
+        kept = set(keep)
+        first = next(e.id for i, e in enumerate(examples) if i not in kept)
+        log.warning(
+            "skipping %d %s pair(s) longer than the model's %d positions (first: %s)",
+            len(examples) - len(keep),
+            what,
+            limit,
+            first,
+        )
+    return [examples[i] for i in keep], [sources[i] for i in keep]
 
 
 def _tokenize(tokenizer: Any, examples: list[Example]) -> list[list[int]]:

@@ -445,3 +445,21 @@ def test_checks_come_first_and_a_failure_before_the_first_checkpoint_leaves_noth
     with pytest.raises(KeyboardInterrupt):
         run(_resume_config(manifest, units, tmp_path / "out", 8))
     assert not work_folder(tmp_path / "out").exists() and not (tmp_path / "out").exists()
+
+
+def test_pairs_longer_than_the_models_positions_are_skipped_not_crashed_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pair whose units pass the model's position table used to fail mid-run in the embedding."""
+    import logging
+
+    from dvcli.manifest import read_units, write_units
+
+    manifest, units = _small_data(tmp_path, count=4, speakers=1)
+    table = read_units(units / "units.tsv")
+    long_id = next(iter(table))
+    table[long_id] = [i % 40 for i in range(600)]  # 600 units > the tiny preset's 512 positions
+    write_units(units / "units.tsv", table)
+    with caplog.at_level(logging.WARNING):
+        result = run(_resume_config(manifest, units, tmp_path / "out", 2))
+    assert result.train_utterances == 3 and "skipping 1 training pair(s) longer than the model's 512" in caplog.text
