@@ -158,22 +158,6 @@ def start_work(work: Path, config: Any, *, resume_from: Path | None) -> None:
     log.info("training state in %s (tensorboard --logdir %s)", work, work / "tensorboard")
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int, device: torch.device) -> Iterator[None]:
-    """Run a training process's body on ``threads`` CPU threads (0 = torch's default), restored after.
-
-    The ``threads`` setting of all three trainers: on a busy two-core machine one thread was many
-    times faster than two for the tiny models.
-    """
-    before = torch.get_num_threads()
-    if threads > 0 and device.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def summary_writer(work: Path, *, purge_step: int | None = None) -> Any:
     """A TensorBoard ``SummaryWriter`` on ``work/tensorboard`` (rank 0 of a training stage).
 

@@ -74,7 +74,6 @@ from dvcli.training import (
     start_work,
     step_generator,
     summary_writer,
-    torch_threads,
     warmup_cosine,
     work_folder,
 )
@@ -243,7 +242,17 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         start_work(work, config, resume_from=resume_from)
         init_state = init.state_dict() if init is not None else None
         with clean_up_unstarted(work):
-            history = launch(_train, config.gpus, config, split, resume_from, init_state, work, device=config.device)
+            history = launch(
+                _train,
+                config.gpus,
+                config,
+                split,
+                resume_from,
+                init_state,
+                work,
+                device=config.device,
+                threads=config.threads,
+            )
         final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
         encoder = load_speaker_encoder(final)
     elif init is not None:
@@ -367,18 +376,6 @@ def _train(
     work: Path,
 ) -> list[list[float]]:
     """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
-    with torch_threads(config.threads, info.device):
-        return _loop(info, config, split, resume_from, init_state, work)
-
-
-def _loop(
-    info: DistInfo,
-    config: PretrainSpeakerConfig,
-    split: Split,
-    resume_from: Path | None,
-    init_state: dict[str, torch.Tensor] | None,
-    work: Path,
-) -> list[list[float]]:
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
     state: dict[str, Any] | None = None

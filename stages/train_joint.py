@@ -1,6 +1,6 @@
 """``dv train-joint``: VITS over content units, conditioned on a CAM++ trained jointly under DINO.
 
-Each step (:func:`_train`):
+Each step (:func:`stages.train_joint_loop._step`):
 
 1. a batch of (units, waveform) pairs from the length-bucketed sampler;
 2. the **reference**: a random crop of each utterance (as long as the batch's shortest, at most
@@ -188,7 +188,9 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
 
     started = time.perf_counter()
     with clean_up_unstarted(work):
-        trained = launch(train, config.gpus, config, plan, resume_from, work, device=config.device)
+        trained = launch(
+            train, config.gpus, config, plan, resume_from, work, device=config.device, threads=config.threads
+        )
     seconds = time.perf_counter() - started
 
     generator = VitsGenerator(VitsConfig(**plan.vits))

@@ -32,7 +32,7 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.speaker import SpeakerFrontend
-from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer, torch_threads
+from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
 
 if TYPE_CHECKING:
     from stages.train_joint import Plan, TrainJointConfig
@@ -42,17 +42,6 @@ log = logging.getLogger(__name__)
 SPEAKER_RATE = SAMPLE_RATE  # CAM++ reads 16 kHz
 #: Offset that keeps the crop/augmentation draws of a step independent of the VITS draws.
 _VIEW_STREAM = 0xD1A0
-
-
-def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
-    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``.
-
-    Returns:
-        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and the final
-        ``generator`` and ``encoder`` state dicts (on the CPU).
-    """
-    with torch_threads(config.threads, info.device):
-        return _train(info, config, plan, resume_from, work)
 
 
 @dataclasses.dataclass
@@ -243,9 +232,13 @@ def _step(
     return row, embedding
 
 
-def _train(
-    info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path
-) -> dict[str, Any]:
+def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
+    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``.
+
+    Returns:
+        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and the final
+        ``generator`` and ``encoder`` state dicts (on the CPU).
+    """
     run = _setup(info, config, plan, work)
     start, history = _restore(run, resume_from) if resume_from is not None else (0, [])
     total, phase, student_module = config.steps, None, run.student

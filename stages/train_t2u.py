@@ -60,7 +60,6 @@ from dvcli.training import (
     resume_point,
     start_work,
     summary_writer,
-    torch_threads,
     warmup_cosine,
     work_folder,
 )
@@ -220,7 +219,7 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
             valid_units=[e.units for e in valid],
             resume=resume,
         )
-        report = launch(_train, config.gpus, job, device=config.device)
+        report = launch(_train, config.gpus, job, device=config.device, threads=config.threads)
 
     inputs = {"manifest": Path(config.manifest).resolve(), "units": source.path.resolve()}
     if config.init is not None:
@@ -438,11 +437,6 @@ def _default_lr(config: TrainT2UConfig) -> float:
 
 def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
     """One training process: returns (on rank 0) the loss history, metrics and timing."""
-    with torch_threads(job.config.threads, info.device):
-        return _loop(info, job)
-
-
-def _loop(info: DistInfo, job: _Job) -> dict[str, Any]:
     quiet_transformers()
     config, vocab = job.config, job.vocab
     manager = CheckpointManager(job.work / "checkpoints", kind=CHECKPOINT_KIND, keep_last=config.keep_checkpoints)

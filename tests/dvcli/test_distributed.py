@@ -118,3 +118,16 @@ def test_sampler_with_fewer_batches_than_processes_gives_each_one_a_batch() -> N
     assert len(DistributedBucketSampler(lengths, 4, num_replicas=3, rank=2)) == 1
     with pytest.raises(UserError, match="batch_size 8 is more than the 4 training items"):
         len(DistributedBucketSampler(lengths, 8, drop_last=True))
+
+
+def test_torch_threads_sets_and_restores_for_cpu_only() -> None:
+    import torch
+
+    from dvcli.distributed import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1, torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    with torch_threads(0, torch.device("cpu")):
+        assert torch.get_num_threads() == before  # 0 = leave torch's default
+    assert torch.get_num_threads() == before

@@ -117,19 +117,6 @@ def test_clean_up_unstarted_keeps_only_runs_with_a_checkpoint(tmp_path: Path) ->
     assert (work / "checkpoints" / "checkpoint-00000002.pt").exists()  # kept for --resume
 
 
-def test_torch_threads_sets_and_restores_for_cpu_only() -> None:
-    import torch
-
-    from dvcli.training import torch_threads
-
-    before = torch.get_num_threads()
-    with torch_threads(1, torch.device("cpu")):
-        assert torch.get_num_threads() == 1
-    with torch_threads(0, torch.device("cpu")):
-        assert torch.get_num_threads() == before  # 0 = leave torch's default
-    assert torch.get_num_threads() == before
-
-
 def test_every_trainer_has_the_same_runtime_settings() -> None:
     """One name per setting across the three trainers (threads, workers, gpus, precision, ...)."""
     import dataclasses
