@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dvcli.manifest import read_manifest  # noqa: E402
+from dvcli.manifest import read_manifest, write_manifest  # noqa: E402
 
 
 def main() -> None:
@@ -70,10 +70,7 @@ def main() -> None:
         )
     )
     gt = args.out / "ground_truth.tsv"
-    with gt.open("w", encoding="utf-8") as f:
-        f.write("id\taudio\tspeaker\tduration\ttext\n")
-        for r in chosen:
-            f.write(f"{r.id}\t{Path(r.audio).resolve()}\t{r.speaker}\t{r.duration}\t{r.text}\n")
+    write_manifest(gt, chosen)  # the recordings of the same utterances, scored beside the resynthesis
     result = evaluate.run(
         evaluate.EvaluateConfig(
             systems=[synth / "synth.tsv"],

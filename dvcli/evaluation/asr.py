@@ -30,7 +30,7 @@ import torch
 
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
-from dvcli.whisper_base import INSTALL_HINT
+from dvcli.whisper_base import INSTALL_HINT, ct2_placement
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ class FasterWhisper:
             from faster_whisper import WhisperModel
         except ImportError:
             raise UserError(f"--asr {folder}: faster-whisper is not installed ({INSTALL_HINT})") from None
-        cuda = device.type == "cuda"
+        where, compute_type = ct2_placement(device)
         try:
             self.model = WhisperModel(
                 str(folder),
-                device="cuda" if cuda else "cpu",
-                compute_type="float16" if cuda else "int8",
+                device=where,
+                compute_type=compute_type,
                 cpu_threads=torch.get_num_threads(),
                 local_files_only=True,
             )

@@ -37,6 +37,7 @@ import torch
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
 from dvcli.features import HOP, WINDOW, num_frames
+from dvcli.whisper_base import ct2_placement
 
 #: Whisper's input: 30 s at 16 kHz, 100 log-mel frames per second.
 MAX_SAMPLES = 30 * SAMPLE_RATE
@@ -98,12 +99,12 @@ class WhisperEncoderFeatures:
                 )
             self.checkpoint = str(folder.resolve())
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
+        where, default_type = ct2_placement(self.device)
         try:
             self.model = ctranslate2.models.Whisper(
                 str(folder),
-                device="cuda" if cuda else "cpu",
-                compute_type=compute_type or ("float16" if cuda else "int8"),
+                device=where,
+                compute_type=compute_type or default_type,
                 intra_threads=threads or torch.get_num_threads(),
             )
         except (RuntimeError, ValueError) as err:
