@@ -281,8 +281,14 @@ class ConditionResult:
         return self.trials - self.targets
 
 
+def trials_of(condition: str, trials: Sequence[Trial]) -> list[Trial]:
+    """The trials a condition of :func:`score_trials` scored, in order: the list's own trials of that
+    condition, or (for a ``noisy`` condition) its clean trials."""
+    return [t for t in trials if t.condition == condition] or [t for t in trials if t.condition == CLEAN]
+
+
 def condition_results(
-    scores: Mapping[str, np.ndarray], trials: Sequence[Trial], *, snrs: Sequence[float] = (), p_target: float = 0.01
+    scores: Mapping[str, np.ndarray], trials: Sequence[Trial], *, p_target: float = 0.01
 ) -> dict[str, ConditionResult]:
     """EER/minDCF per condition of :func:`score_trials`' output.
 
@@ -291,9 +297,7 @@ def condition_results(
     """
     results = {}
     for condition, s in scores.items():
-        own = [t for t in trials if t.condition == condition]
-        source = own if own else [t for t in trials if t.condition == CLEAN]
-        labels = np.array([t.label for t in source])
+        labels = np.array([t.label for t in trials_of(condition, trials)])
         ok = np.isfinite(s)
         try:
             rate, threshold = eer(s[ok], labels[ok])
@@ -332,7 +336,6 @@ def evaluate_trials(
         name: condition_results(
             score_trials(embed, trials, snrs=snrs, noise=noise, seed=seed, batch=batch, title=name),
             trials,
-            snrs=snrs,
             p_target=p_target,
         )
         for name, trials in sets.items()
@@ -368,13 +371,11 @@ def write_results(
 
 def write_scores(path: Path, trials: Sequence[Trial], scores: Mapping[str, np.ndarray]) -> None:
     """``scores.tsv``: ``enrol test label condition score`` for every scored trial and condition."""
-    clean = [t for t in trials if t.condition == CLEAN]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["enrol", "test", "label", "condition", "score"])
         for condition, values in scores.items():
-            own = [t for t in trials if t.condition == condition] or clean
-            for t, s in zip(own, values):
+            for t, s in zip(trials_of(condition, trials), values):
                 w.writerow([t.enrol, t.test, t.label, condition, f"{s:.6f}"])
 
 

@@ -89,7 +89,7 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
             "targets": r.targets,
             "nontargets": r.nontargets,
         }
-        for c, r in condition_results(scores, trials, snrs=config.snrs, p_target=config.p_target).items()
+        for c, r in condition_results(scores, trials, p_target=config.p_target).items()
     }
 
     out = Path(config.out)
