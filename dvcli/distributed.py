@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -183,7 +184,15 @@ def _join_from_env(device: str) -> DistInfo:
 
 
 def _leave() -> None:
+    """Tear down the process group, after the objects that still use it.
+
+    A DistributedDataParallel wrapper left in a reference cycle outlived ``destroy_process_group``
+    and was freed during interpreter shutdown, where its gloo threads aborted the process
+    ("terminate called without an active exception", SIGABRT) in about one two-process run in
+    eight. Collecting the cycles first: none in 120.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
