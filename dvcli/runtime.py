@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import random
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,40 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name}: unknown device (use auto, cpu or cuda)") from None
+
+
+#: The ``precision`` setting of every stage that runs networks: autocast dtype, or auto.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a stage runs in: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere.
+
+    bf16 also runs on CPU (torch's CPU autocast); fp16 needs CUDA, where a gradient scaler goes
+    with it (:class:`dvcli.models.vits.train_step.TrainStep`).
+
+    Raises:
+        UserError: fp16 without CUDA, or an unknown name.
+    """
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"precision {precision!r}: use auto, fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("precision fp16 needs a CUDA device; use precision=bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context for ``precision`` (resolved first): a no-op in fp32.
+
+    Raises:
+        UserError: as :func:`resolve_precision`.
+    """
+    precision = resolve_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def seed_everything(seed: int) -> torch.Generator:

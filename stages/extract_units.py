@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import time
@@ -40,7 +39,7 @@ from dvcli.kmeans import assign, check_same_features, load_centroids
 from dvcli.logs import progress
 from dvcli.manifest import Utterance, read_manifest
 from dvcli.outputs import add_meta, stage_output
-from dvcli.runtime import resolve_device
+from dvcli.runtime import autocast, resolve_device, resolve_precision
 from dvcli.units import write_unit_files
 
 log = logging.getLogger(__name__)
@@ -217,10 +216,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
                 f"features {extractor.dim} (k-means trained on other features?)"
             )
         check_same_features(config.kmeans, trained_on, info)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    if use_bf16 and device.type != "cuda":
-        log.warning("bf16 autocast is for CUDA; running in fp32 on %s", device)
-        use_bf16 = False
+    precision = resolve_precision(config.precision, device)
 
     order = sorted(utterances, key=lambda u: -u.duration)  # long first: similar lengths share a batch
     chunk_frames = max(1, round(config.chunk_seconds * extractor.frame_rate))
@@ -257,8 +253,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
             for row, (_, _, wav) in enumerate(batch):
                 wavs[row, : len(wav)] = wav
             lengths = torch.tensor([len(w) for _, _, w in batch])
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-            with autocast:
+            with autocast(precision, device):
                 feats, frames = extractor(wavs.to(device), lengths)
             # float16 on disk; units are computed from the same rounded values that `dv cluster` reads.
             feats = feats.float().cpu().numpy().astype(np.float16)

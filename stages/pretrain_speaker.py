@@ -43,7 +43,7 @@ from dvcli.manifest import Utterance, read_manifest
 from dvcli.models.aam import AAMSoftmax, margin_at
 from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
 from dvcli.outputs import add_meta, stage_output
-from dvcli.runtime import resolve_device
+from dvcli.runtime import autocast, resolve_device
 from dvcli.speaker import (
     ENCODER_FILE,
     ENCODER_KIND,
@@ -88,7 +88,13 @@ _AUGMENT_STREAM = 0x5EED
 class PretrainSpeakerConfig(StageConfig):
     """Settings of ``dv pretrain-speaker``."""
 
-    RENAMED = {"lr": "learning_rate", "scale": "aam_scale", "margin": "aam_margin", "noisy_snrs": "snrs"}
+    RENAMED = {
+        "lr": "learning_rate",
+        "scale": "aam_scale",
+        "margin": "aam_margin",
+        "noisy_snrs": "snrs",
+        "amp": "precision",
+    }
 
     manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are unseen speakers
     out: Path = Path("runs/campplus")  # output folder
@@ -121,7 +127,7 @@ class PretrainSpeakerConfig(StageConfig):
     threads: int = (
         0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
     )
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast; auto = bf16 on CUDA, fp32 on CPU
     log_every: int = 10  # steps between loss lines in TensorBoard and train.tsv
     checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 3  # checkpoints kept (older ones are deleted)
@@ -432,7 +438,6 @@ def _train(
     )
     writer = summary_writer(work) if info.is_main else None
     ramp = (int(config.margin_ramp[0] * config.steps), int(config.margin_ramp[1] * config.steps))
-    use_amp = config.amp and device.type == "cuda"
     window: list[tuple[float, float]] = []
     model.train()
     with progress() if info.is_main else contextlib.nullcontext() as bar:
@@ -443,7 +448,7 @@ def _train(
             with torch.no_grad():
                 feats, _ = fbank(augmenter(wavs, gen))
             margin = margin_at(step, config.aam_margin, *ramp)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with autocast(config.precision, device):
                 loss, logits = model(feats, labels, margin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

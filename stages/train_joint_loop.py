@@ -31,6 +31,7 @@ from dvcli.models.aam import AAMSoftmax
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
+from dvcli.runtime import resolve_precision
 from dvcli.speaker import SpeakerFrontend
 from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
 
@@ -89,9 +90,6 @@ def _setup(info: DistInfo, config: TrainJointConfig, plan: Plan, work: Path) -> 
     teacher = make_teacher(student.dino_branch()).to(device) if sidecar == "dino" else None
     dino_loss = DinoLoss(config.dino.out_dim, config.dino).to(device) if sidecar == "dino" else None
 
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
     step_config = TrainStepConfig(
         learning_rate=config.learning_rate,
         betas=config.betas,
@@ -99,7 +97,7 @@ def _setup(info: DistInfo, config: TrainJointConfig, plan: Plan, work: Path) -> 
         c_mel=config.c_mel,
         c_kl=config.c_kl,
         grad_clip=config.grad_clip,
-        precision=precision,
+        precision=resolve_precision(config.precision, device),
     )
     # Every encoder parameter is in the optimiser from the start; phase 1 leaves most without
     # gradients (requires_grad off), which AdamW skips, so phase 2 needs no new optimiser.

@@ -31,6 +31,7 @@ from dvcli.logs import progress
 from dvcli.manifest import read_manifest
 from dvcli.metrics import error_rate
 from dvcli.outputs import add_meta, stage_output
+from dvcli.runtime import autocast
 from dvcli.t2u import (
     PRESETS,
     UNIT_VOCAB_FILE,
@@ -471,7 +472,6 @@ def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
         lengths, config.batch_size, num_replicas=info.world_size, rank=info.rank, seed=config.seed
     )
     per_epoch = len(sampler)
-    autocast = _autocast(config.precision, info.device)
     writer = summary_writer(job.work, purge_step=step if step else None) if info.is_main else None
     # The elapsed-time column goes on from the resumed run's last row rather than restarting at 0.
     started = time.perf_counter() - (float(metrics[-1]["seconds"]) if metrics else 0.0)
@@ -484,7 +484,7 @@ def _train(info: DistInfo, job: _Job) -> dict[str, Any]:
             for indices in sampler:
                 batch = collate([job.train_sources[i] for i in indices], [job.train_units[i] for i in indices], vocab)
                 batch = batch.to(info.device)
-                with autocast:
+                with autocast(config.precision, info.device):
                     loss, correct = trainer(**dataclasses.asdict(batch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -582,11 +582,3 @@ def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
         "\t".join("" if row[c] is None else str(row[c]) for c in columns) for row in metrics
     ]
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

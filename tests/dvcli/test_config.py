@@ -101,6 +101,7 @@ def test_config_keys_lists_nested_keys() -> None:
         ("stages.pretrain_speaker:PretrainSpeakerConfig", "lr", "learning_rate"),
         ("stages.pretrain_speaker:PretrainSpeakerConfig", "noisy_snrs", "snrs"),
         ("stages.pretrain_speaker:PretrainSpeakerConfig", "scale", "aam_scale"),
+        ("stages.pretrain_speaker:PretrainSpeakerConfig", "amp", "precision"),
         ("stages.train_t2u:TrainT2UConfig", "size", "model"),
         ("stages.train_t2u:TrainT2UConfig", "keep_last", "keep_checkpoints"),
         ("stages.cluster:ClusterConfig", "centroids", "kmeans"),

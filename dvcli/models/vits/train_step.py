@@ -24,7 +24,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dvcli.errors import UserError
 from dvcli.models.vits.config import VitsConfig
 from dvcli.models.vits.discriminators import VitsDiscriminator
 from dvcli.models.vits.losses import (
@@ -37,6 +36,7 @@ from dvcli.models.vits.losses import (
 from dvcli.models.vits.model import VitsGenerator, VitsOutput
 from dvcli.models.vits.modules import slice_segments
 from dvcli.models.vits.spectral import Spectrogram
+from dvcli.runtime import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ class VitsTrainer:
         self.discriminator = discriminator
         self.model_config: VitsConfig = unwrap(generator).config  # type: ignore[assignment]
         device = next(generator.parameters()).device
-        if config.precision == "fp16" and device.type != "cuda":
-            raise UserError("precision fp16 needs a CUDA device; use precision=bf16 or fp32 on CPU")
+        resolve_precision(config.precision, device)  # fp16 without CUDA fails here, before any step
         self.device = device
         self.spectrogram = Spectrogram.from_config(self.model_config).to(device)
 
@@ -145,10 +144,7 @@ class VitsTrainer:
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast context for the networks (a no-op in fp32)."""
-        if self.config.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.config.precision, self.device)
 
     def _update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, name: str) -> tuple[float, bool]:
         """Backward, unscale, clip, and step unless the gradient norm is non-finite. Returns (norm, skipped).
