@@ -29,12 +29,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dvcli.atomic import atomic_write_text, output_lock
+from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
-from dvcli.distributed import DistInfo, all_reduce_mean, barrier, launch, wrap_ddp
+from dvcli.distributed import DistInfo, barrier, launch, wrap_ddp
 from dvcli.errors import UserError
 from dvcli.evaluation.noise import NoiseSource
 from dvcli.features.fbank import KaldiFbank
@@ -66,6 +66,7 @@ from dvcli.speaker_eval import (
 )
 from dvcli.training import (
     CheckpointManager,
+    HistoryRow,
     check_output,
     check_unfinished,
     clean_up_unstarted,
@@ -75,7 +76,9 @@ from dvcli.training import (
     step_generator,
     summary_writer,
     warmup_cosine,
+    window_mean,
     work_folder,
+    write_history,
 )
 
 log = logging.getLogger(__name__)
@@ -154,7 +157,7 @@ class PretrainSpeakerResult:
     speakers: int
     eer: dict[str, dict[str, float]]  # set -> condition -> EER (0..1)
     table: str  # the markdown EER table
-    history: list[list[float]]  # [step, loss, accuracy, lr, margin] every log_every steps
+    history: list[HistoryRow]  # step, loss, accuracy, lr, margin every log_every steps
 
     def summary(self) -> dict[str, object]:
         rows: dict[str, object] = {
@@ -243,7 +246,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     # Load --init here, so a bad file fails before anything is written.
     init = load_speaker_encoder(config.init) if config.init is not None and resume_from is None else None
 
-    history: list[list[float]] = []
+    history: list[HistoryRow] = []
     if config.steps > 0 or resume_from is not None:
         start_work(work, config, resume_from=resume_from)
         init_state = init.state_dict() if init is not None else None
@@ -297,11 +300,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         for name, rows in sets.items():
             write_trials(tmp / "trials" / f"{name}.tsv", rows)
         if history:
-            atomic_write_text(
-                tmp / "train.tsv",
-                "step\tloss\taccuracy\tlr\tmargin\n"
-                + "".join(f"{int(s)}\t{loss:.5f}\t{acc:.4f}\t{lr:.6g}\t{m:.4f}\n" for s, loss, acc, lr, m in history),
-            )
+            write_history(tmp / "train.tsv", history)
         if config.export_embeddings:
             export_embeddings(frontend.embed, utterances, tmp)
         eer = {name: {cond: r.eer for cond, r in row.items()} for name, row in results.items()}
@@ -380,7 +379,7 @@ def _train(
     resume_from: Path | None,
     init_state: dict[str, torch.Tensor] | None,
     work: Path,
-) -> list[list[float]]:
+) -> list[HistoryRow]:
     """The training loop; returns rank 0's loss history. Checkpoints go to ``work/checkpoints``."""
     device = info.device
     torch.manual_seed(config.seed)  # the same initial weights on every process
@@ -408,13 +407,13 @@ def _train(
         optimizer, lambda s: warmup_cosine(s, warmup, config.steps, config.min_lr_ratio)
     )
     manager = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND, keep_last=config.keep_checkpoints)
-    start, history = 0, []
+    start, history = 0, []  # type: tuple[int, list[HistoryRow]]
     if state is not None:
         encoder.load_state_dict(state["model"])
         head.load_state_dict(state["classifier"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, history = int(state["step"]), [list(row) for row in state["history"]]
+        start, history = int(state["step"]), [_history_row(row) for row in state["history"]]
         manager.load(resume_from)  # restores the global RNG states
     model = wrap_ddp(net, info)
     fbank = KaldiFbank(encoder.config.feat_dim).to(device)
@@ -456,16 +455,16 @@ def _train(
             optimizer.step()
             scheduler.step()
             accuracy = (logits.argmax(-1) == labels).float().mean()
-            window.append((float(loss.detach()), float(accuracy)))
-            last_loss = window[-1][0]
+            window.append({"loss": float(loss.detach()), "accuracy": float(accuracy)})
+            last_loss = window[-1]["loss"]
             if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-                mean = all_reduce_mean(torch.tensor(window, device=device).mean(0))
-                row = [step + 1, float(mean[0]), float(mean[1]), optimizer.param_groups[0]["lr"], margin]
+                row = window_mean(window, step + 1, device)
+                row.update(lr=optimizer.param_groups[0]["lr"], margin=margin)
                 history.append(row)
                 window = []
                 if writer is not None:
-                    for name, value in zip(("loss", "accuracy", "lr", "margin"), row[1:]):
-                        writer.add_scalar(f"train/{name}", value, step + 1)
+                    for name in ("loss", "accuracy", "lr", "margin"):
+                        writer.add_scalar(f"train/{name}", row[name], step + 1)
                     writer.add_scalar("train/grad_norm", norm, step + 1)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 if info.is_main:
@@ -488,3 +487,11 @@ def _train(
     if writer is not None:
         writer.close()
     return history
+
+
+def _history_row(row: Any) -> HistoryRow:
+    """A history row from a checkpoint; those written before the rows became dicts were lists
+    ``[step, loss, accuracy, lr, margin]``."""
+    if isinstance(row, dict):
+        return dict(row)
+    return dict(zip(("step", "loss", "accuracy", "lr", "margin"), (float(v) for v in row)))

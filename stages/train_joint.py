@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 
-from dvcli.atomic import atomic_write_text, output_lock
+from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
 from dvcli.augment import AugmentConfig
 from dvcli.checkpoint import load_checkpoint
@@ -50,7 +50,16 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker import MIN_SECONDS, load_speaker_encoder
-from dvcli.training import check_output, check_unfinished, clean_up_unstarted, resume_point, start_work, work_folder
+from dvcli.training import (
+    HistoryRow,
+    check_output,
+    check_unfinished,
+    clean_up_unstarted,
+    resume_point,
+    start_work,
+    work_folder,
+    write_history,
+)
 from dvcli.units import deduplicate, read_unit_source
 
 log = logging.getLogger(__name__)
@@ -117,7 +126,7 @@ class TrainJointResult:
     utterances: int
     speakers: int
     parameters: dict[str, int]  # generator, encoder
-    history: list[dict[str, float]]  # one row every log_every steps
+    history: list[HistoryRow]  # one row every log_every steps
     seconds: float  # training wall time of this invocation
 
     def summary(self) -> dict[str, object]:
@@ -136,7 +145,7 @@ class TrainJointResult:
         return rows
 
 
-def first_last(history: list[dict[str, float]], key: str) -> tuple[float, float]:
+def first_last(history: list[HistoryRow], key: str) -> tuple[float, float]:
     """The first and last logged value of ``key`` (NaN when it was never logged)."""
     rows = [r for r in history if key in r]
     return (rows[0][key], rows[-1][key]) if rows else (float("nan"), float("nan"))
@@ -217,17 +226,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         inputs["speaker"] = Path(config.speaker).resolve()
     with stage_output(out, stage="train-joint", config=config, inputs=inputs) as tmp:
         save_joint(tmp / MODEL_FILE, generator, encoder, plan.units, **info)
-        keys = sorted({k for row in history for k in row if k != "step"})
-        atomic_write_text(
-            tmp / "train.tsv",
-            "step\t"
-            + "\t".join(keys)
-            + "\n"
-            + "".join(
-                f"{int(row['step'])}\t" + "\t".join(f"{row.get(k, float('nan')):.6g}" for k in keys) + "\n"
-                for row in history
-            ),
-        )
+        write_history(tmp / "train.tsv", history)
         first, last = first_last(history, "loss_mel")
         add_meta(
             tmp,

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ import torch
 from dvcli.audio import SAMPLE_RATE, resample
 from dvcli.augment import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
-from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, barrier, wrap_ddp
+from dvcli.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.errors import UserError
 from dvcli.joint import TRAIN_KIND
 from dvcli.joint_data import JointDataset, collate, random_crops
@@ -33,7 +32,14 @@ from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.runtime import resolve_precision
 from dvcli.speaker import SpeakerFrontend
-from dvcli.training import CheckpointManager, grad_norm, step_generator, summary_writer
+from dvcli.training import (
+    CheckpointManager,
+    HistoryRow,
+    grad_norm,
+    step_generator,
+    summary_writer,
+    window_mean,
+)
 
 if TYPE_CHECKING:
     from stages.train_joint import Plan, TrainJointConfig
@@ -264,7 +270,7 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
                 if step % run.per_epoch == 0:
                     run.trainer.end_epoch()
                 if step % config.log_every == 0 or step == total:
-                    history.append(_log_window(window, step, run.writer))
+                    history.append(_log_window(window, step, run.writer, info.device))
                     window = []
                 if run.writer is not None and (step % config.sample_every == 0 or step == total):
                     _log_samples(run.writer, run.trainer, run.generator, batch, embedding, step)
@@ -289,33 +295,28 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
     }
 
 
-def _log_window(window: list[dict[str, float]], step: int, writer: Any) -> dict[str, float]:
+def _log_window(window: list[dict[str, float]], step: int, writer: Any, device: torch.device) -> HistoryRow:
     """Average the window's stats over its steps and the processes; write them to TensorBoard."""
-    sums: dict[str, list[float]] = defaultdict(list)
-    for row in window:
-        for key, value in row.items():
-            sums[key].append(value)
-    keys = sorted(sums)
-    means = all_reduce_mean(torch.tensor([sum(sums[k]) / len(sums[k]) for k in keys])).tolist()
-    row = {"step": float(step), **dict(zip(keys, means))}
+    row = window_mean(window, step, device)
     if writer is not None:
-        for key in keys:
-            group = (
-                "speaker"
-                if key
-                in (
-                    "loss_dino",
-                    "loss_aam",
-                    "teacher_entropy",
-                    "teacher_temp",
-                    "teacher_momentum",
-                    "embedding_std",
-                    "grad_norm_speaker",
-                )
-                else "vits"
-            )
-            writer.add_scalar(f"{group}/{key}", row[key], step)
+        for key, value in row.items():
+            if key != "step":
+                writer.add_scalar(f"{'speaker' if key in _SPEAKER_STATS else 'vits'}/{key}", value, step)
     return row
+
+
+#: The history keys TensorBoard shows under "speaker" (the rest under "vits").
+_SPEAKER_STATS = frozenset(
+    (
+        "loss_dino",
+        "loss_aam",
+        "teacher_entropy",
+        "teacher_temp",
+        "teacher_momentum",
+        "embedding_std",
+        "grad_norm_speaker",
+    )
+)
 
 
 def _image(tensor: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from dvcli.training import CheckpointManager, capture_rng, restore_rng, step_generator, warmup_cosine
+from dvcli.training import (
+    CheckpointManager,
+    capture_rng,
+    restore_rng,
+    step_generator,
+    warmup_cosine,
+    window_mean,
+    write_history,
+)
 
 
 def _run(folder: Path, steps: int, stop_at: int | None = None, resume: bool = False) -> list[float]:
@@ -128,3 +136,23 @@ def test_every_trainer_has_the_same_runtime_settings() -> None:
     shared = {"threads", "gpus", "learning_rate", "keep_checkpoints", "resume", "seed", "device", "model"}
     for cls in (TrainJointConfig, PretrainSpeakerConfig, TrainT2UConfig):
         assert shared <= {f.name for f in dataclasses.fields(cls)}, cls.__name__
+
+
+def test_window_mean_averages_each_key_over_the_steps_that_have_it() -> None:
+    window = [{"loss": 1.0, "lr": 0.1}, {"loss": 3.0, "lr": 0.1, "loss_dino": 4.0}]
+    row = window_mean(window, 7)
+    assert row == {"step": 7.0, "loss": 2.0, "lr": 0.1, "loss_dino": 4.0}
+    assert list(row) == ["step", "loss", "lr", "loss_dino"]  # the order first met, not sorted
+
+
+def test_write_history_one_format_for_every_trainer(tmp_path: Path) -> None:
+    rows = [
+        {"step": 1.0, "loss": 2.123456789, "valid_uer": None},
+        {"step": 2, "loss": 1.5, "valid_uer": 0.25, "seconds": 12.0},
+    ]
+    write_history(tmp_path / "train.tsv", rows)
+    assert (tmp_path / "train.tsv").read_text().splitlines() == [
+        "step\tloss\tvalid_uer\tseconds",
+        "1\t2.12346\t\t",
+        "2\t1.5\t0.25\t12",
+    ]

@@ -56,7 +56,7 @@ def _config(manifest: Path, out: Path, **overrides: object) -> PretrainSpeakerCo
 def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) -> None:
     baseline = run(_config(manifest, tmp_path / "random", steps=0))
     trained = run(_config(manifest, tmp_path / "trained", steps=40, aam_margin=0.0))
-    losses = [row[1] for row in trained.history]
+    losses = [row["loss"] for row in trained.history]
     assert len(losses) == 8 and losses[-1] < 0.4 * losses[0]
     assert trained.eer["seen"]["clean"] < baseline.eer["seen"]["clean"]
     out = tmp_path / "trained"
@@ -89,7 +89,7 @@ def test_resume_reproduces_the_uninterrupted_run(manifest: Path, tmp_path: Path)
 
 def test_two_processes_over_gloo(manifest: Path, tmp_path: Path) -> None:
     result = run(_config(manifest, tmp_path / "ddp", steps=2, batch_size=4, gpus=2, snrs=(), log_every=1))
-    assert [row[0] for row in result.history] == [1, 2]
+    assert [row["step"] for row in result.history] == [1, 2]
     assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-00000002.pt").is_file()
 
 

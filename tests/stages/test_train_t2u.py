@@ -128,6 +128,7 @@ def _resume_config(manifest: Path, units: Path, out: Path, steps: int, resume: b
         eval_sentences=2,
         valid_fraction=0.0,
         warmup=2,
+        log_every=1,
         resume=resume,
         device="cpu",
     )
@@ -147,7 +148,7 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(CheckpointManager, "save", save_then_die)
     # The interrupted run's clock (its elapsed-time column) runs 1000x fast: its step-4 row reads long.
-    import stages.train_t2u as stage
+    import stages.train_t2u_loop as stage
 
     real = time.perf_counter
     monkeypatch.setattr(stage, "time", type("FastClock", (), {"perf_counter": staticmethod(lambda: 1000 * real())}))
@@ -167,7 +168,7 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path: Path, monkeyp
     assert [line.split("\t")[0] for line in metrics] == ["step", "4", "8"]  # one row per checkpoint
     seconds = [float(line.split("\t")[-1]) for line in metrics[1:]]
     assert seconds[1] >= seconds[0] > 10  # the elapsed time goes on after --resume instead of restarting
-    assert full[-1] < full[0]
+    assert full[-1]["loss"] < full[0]["loss"]
 
     # A finished run continues with more steps from OUT/checkpoints.
     longer = run(_resume_config(manifest, units, tmp_path / "full", 10, resume=True))
