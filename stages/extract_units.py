@@ -188,12 +188,11 @@ def _decoded(
             yield utt, future.result()
 
 
-def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
-    """Extract features (and units) for the utterances of ``config.manifest`` in this shard.
+def _check(config: ExtractUnitsConfig) -> list[Utterance]:
+    """The settings make sense and this shard has utterances; those utterances.
 
     Raises:
-        UserError: unreadable manifest or checkpoint, centroids of another dimension, every file
-            unreadable, bad settings.
+        UserError: non-positive batch or chunk sizes, nothing to write, an empty shard.
     """
     if config.batch_seconds <= 0 or config.chunk_seconds <= 0 or config.max_batch < 1:
         raise UserError("batch_seconds, chunk_seconds and max_batch must be positive")
@@ -202,20 +201,41 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     utterances = select_shard(read_manifest(config.manifest), config.shard, config.num_shards)
     if not utterances:
         raise UserError(f"{config.manifest}: shard {config.shard} of {config.num_shards} holds no utterances")
+    return utterances
+
+
+def _centroids_for(config: ExtractUnitsConfig, extractor: FeatureExtractor, info: dict[str, Any]) -> np.ndarray | None:
+    """``--kmeans``'s centroids ``(k, dim)``, checked against the extractor's features; None without it.
+
+    Raises:
+        UserError: centroids of another dimension, or k-means trained on other features.
+    """
+    if config.kmeans is None:
+        return None
+    centroids, trained_on = load_centroids(config.kmeans)
+    if centroids.shape[1] != extractor.dim:
+        raise UserError(
+            f"{config.kmeans}: centroids have dimension {centroids.shape[1]}, the {info['kind']} "
+            f"features {extractor.dim} (k-means trained on other features?)"
+        )
+    check_same_features(config.kmeans, trained_on, info)
+    return centroids
+
+
+def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
+    """Extract features (and units) for the utterances of ``config.manifest`` in this shard.
+
+    Raises:
+        UserError: unreadable manifest or checkpoint, centroids of another dimension, every file
+            unreadable, bad settings.
+    """
+    utterances = _check(config)
     device = resolve_device(config.device)
     extractor = build_extractor(config)
     if isinstance(extractor, torch.nn.Module):
         extractor = extractor.to(device)
     info = extractor.describe()
-    centroids = None
-    if config.kmeans is not None:
-        centroids, trained_on = load_centroids(config.kmeans)
-        if centroids.shape[1] != extractor.dim:
-            raise UserError(
-                f"{config.kmeans}: centroids have dimension {centroids.shape[1]}, the {info['kind']} "
-                f"features {extractor.dim} (k-means trained on other features?)"
-            )
-        check_same_features(config.kmeans, trained_on, info)
+    centroids = _centroids_for(config, extractor, info)
     precision = resolve_precision(config.precision, device)
 
     order = sorted(utterances, key=lambda u: -u.duration)  # long first: similar lengths share a batch

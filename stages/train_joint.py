@@ -30,16 +30,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 
 from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
-from dvcli.augment import AugmentConfig
 from dvcli.checkpoint import load_checkpoint
-from dvcli.config import StageConfig
-from dvcli.dino import DinoConfig
 from dvcli.distributed import launch
 from dvcli.errors import UserError
 from dvcli.joint import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
@@ -61,60 +57,9 @@ from dvcli.training import (
     write_history,
 )
 from dvcli.units import deduplicate, read_unit_source
+from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(kw_only=True)
-class TrainJointConfig(StageConfig):
-    """Settings of ``dv train-joint``."""
-
-    manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are never trained on
-    units: Path = Path("data/units")  # a dv cluster folder or a units.tsv with every training utterance
-    speaker: Path | None = None  # dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin; none = random CAM++
-    out: Path = Path("runs/joint")  # output folder
-    model: Literal["base", "tiny"] = "base"  # VITS preset (base = the paper's ~40M generator)
-    vits: dict[str, Any] = dataclasses.field(
-        default_factory=dict
-    )  # VITS settings over the preset, e.g. {add_blank: true}
-    speaker_model: Literal["campplus", "tiny"] = "campplus"  # CAM++ preset when no --speaker is given
-    dedup: bool = True  # collapse repeated units (the duration predictor learns the run lengths)
-    max_seconds: float = 15.0  # skip longer utterances (memory)
-    phase1_steps: int = 95000  # steps training only the encoder's last layer (+ head) with VITS
-    phase2_steps: int = 175000  # then steps training the whole encoder
-    batch_size: int = 40  # utterances per step and process (paper: 80 on 2 GPUs)
-    speaker_loss: Literal["dino", "aam", "none"] = "dino"  # the encoder's sidecar loss (ablations: aam, none)
-    speaker_loss_weight: float = 1.0  # lambda: total = VITS loss + lambda * sidecar loss
-    ref_augment: bool = True  # noise/reverb-augment the reference that conditions VITS
-    freeze_speaker: bool = False  # keep the encoder fixed (YourTTS-style frozen verifier; no sidecar)
-    ref_seconds: float = 8.0  # longest reference crop fed to the encoder
-    crop_seconds: float = 2.0  # length of the two sidecar crops (shorter utterances are tiled)
-    dino: DinoConfig = dataclasses.field(default_factory=DinoConfig)  # head sizes, temperatures, EMA
-    aam_scale: float = 32.0  # AAM-Softmax scale (speaker_loss=aam)
-    aam_margin: float = 0.2  # AAM-Softmax margin (speaker_loss=aam)
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # noise and reverberation
-    learning_rate: float = 2e-4  # AdamW learning rate of generator and discriminators
-    speaker_lr: float | None = None  # learning rate of the encoder and head (None = learning_rate)
-    betas: tuple[float, float] = (0.8, 0.99)  # AdamW betas
-    lr_decay: float = 0.999875  # learning-rate factor per epoch
-    c_mel: float = 45.0  # weight of the mel L1 loss
-    c_kl: float = 1.0  # weight of the KL loss
-    grad_clip: float = 1000.0  # clip each optimiser's gradient norm (0 = no clipping)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto = bf16 on CUDA, fp32 on CPU
-    gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
-    workers: int = 2  # data-loading processes (0 = load in the training process)
-    threads: int = (
-        0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
-    )
-    log_every: int = 50  # steps between loss rows (train.tsv, TensorBoard scalars)
-    sample_every: int = 1000  # steps between TensorBoard mel/alignment images and audio
-    checkpoint_every: int = 2000  # steps between checkpoints (the last step is always saved)
-    keep_checkpoints: int = 3  # checkpoints kept
-    resume: bool = False  # continue from the latest checkpoint in OUT.partial (or OUT/checkpoints)
-
-    @property
-    def steps(self) -> int:
-        return self.phase1_steps + self.phase2_steps
 
 
 @dataclasses.dataclass
@@ -149,17 +94,6 @@ def first_last(history: list[HistoryRow], key: str) -> tuple[float, float]:
     """The first and last logged value of ``key`` (NaN when it was never logged)."""
     rows = [r for r in history if key in r]
     return (rows[0][key], rows[-1][key]) if rows else (float("nan"), float("nan"))
-
-
-@dataclasses.dataclass
-class Plan:
-    """Everything the training processes need, checked and resolved before any of them starts."""
-
-    examples: list[JointExample]
-    speakers: list[str]
-    vits: dict[str, Any]  # VitsConfig as a dict
-    speaker_init: dict[str, Any]  # {"model": state dict, "model_config": dict}
-    units: UnitInfo
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -203,10 +137,10 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
     seconds = time.perf_counter() - started
 
     generator = VitsGenerator(VitsConfig(**plan.vits))
-    generator.load_state_dict(trained["generator"])
+    generator.load_state_dict(trained.generator)
     encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
-    encoder.load_state_dict(trained["encoder"])
-    history, steps = trained["history"], trained["step"]
+    encoder.load_state_dict(trained.encoder)
+    history, steps = trained.history, trained.step
     parameters = {
         "generator": sum(p.numel() for p in generator.parameters()),
         "encoder": sum(p.numel() for p in encoder.parameters()),

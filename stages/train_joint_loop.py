@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -40,9 +40,7 @@ from dvcli.training import (
     summary_writer,
     window_mean,
 )
-
-if TYPE_CHECKING:
-    from stages.train_joint import Plan, TrainJointConfig
+from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +234,18 @@ def _step(
     return row, embedding
 
 
-def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> dict[str, Any]:
-    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``.
+@dataclasses.dataclass
+class LoopResult:
+    """What rank 0's loop hands back to :func:`stages.train_joint.run`."""
 
-    Returns:
-        ``history`` (rows every ``log_every`` steps), ``step`` (the last one), and the final
-        ``generator`` and ``encoder`` state dicts (on the CPU).
-    """
+    history: list[HistoryRow]  # one row every log_every steps
+    step: int  # the last step trained
+    generator: dict[str, torch.Tensor]  # final VITS generator state dict, on the CPU
+    encoder: dict[str, torch.Tensor]  # final student CAM++ state dict, on the CPU
+
+
+def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Path | None, work: Path) -> LoopResult:
+    """Train from scratch or ``resume_from``; checkpoints go to ``work/checkpoints``."""
     run = _setup(info, config, plan, work)
     start, history = _restore(run, resume_from) if resume_from is not None else (0, [])
     total, phase, student_module = config.steps, None, run.student
@@ -287,12 +290,12 @@ def train(info: DistInfo, config: TrainJointConfig, plan: Plan, resume_from: Pat
                     break
     if run.writer is not None:
         run.writer.close()
-    return {
-        "history": history,
-        "step": step,
-        "generator": {k: v.detach().cpu() for k, v in run.generator.state_dict().items()},
-        "encoder": {k: v.detach().cpu() for k, v in run.encoder.state_dict().items()},
-    }
+    return LoopResult(
+        history=history,
+        step=step,
+        generator={k: v.detach().cpu() for k, v in run.generator.state_dict().items()},
+        encoder={k: v.detach().cpu() for k, v in run.encoder.state_dict().items()},
+    )
 
 
 def _log_window(window: list[dict[str, float]], step: int, writer: Any, device: torch.device) -> HistoryRow:
