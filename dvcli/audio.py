@@ -141,8 +141,26 @@ def load_audio_with_rate(
         raise path_error(path, "contains NaN or infinite samples")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
     if mono:
-        wav = wav.mean(dim=0)  # (T,)
+        wav = downmix(wav)  # (T,)
     return wav, rate
+
+
+def downmix(wav: torch.Tensor) -> torch.Tensor:
+    """``(C, T)`` -> ``(T,)``: the channels' mean, or the loudest channel where averaging cancels.
+
+    Some phones and call recorders write a voice on two channels in opposite polarity, and their
+    mean is near silence; when the mean is more than 12 dB below the loudest channel (RMS), that
+    channel is taken instead. A channel that is silent costs the mean 6 dB, which level
+    normalisation gives back.
+    """
+    if wav.shape[0] == 1:
+        return wav[0]
+    mean = wav.mean(dim=0)
+    rms = wav.double().pow(2).mean(dim=1).sqrt()
+    loudest = int(rms.argmax())
+    if float(mean.double().pow(2).mean().sqrt()) < 0.25 * float(rms[loudest]):
+        return wav[loudest].clone()
+    return mean
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

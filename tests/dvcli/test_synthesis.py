@@ -60,8 +60,11 @@ def test_reference_crop_and_refusals(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(UserError, match="reference is silent"):
         prepare_reference(torch.zeros(SAMPLE_RATE * 2), ReferenceOptions())
     noise = torch.from_numpy(np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2).astype(np.float32)) * 0.1
+    # Steady noise holds no speech: refused with the detector on, a warning with it off.
+    with pytest.raises(UserError, match=r"noise.wav: no speech found in 2.0 s of audio"):
+        prepare_reference(noise, ReferenceOptions(), name="noise.wav")
     with caplog.at_level(logging.WARNING):
-        ref = prepare_reference(noise, ReferenceOptions())
+        ref = prepare_reference(noise, ReferenceOptions(vad=False))
     assert ref.noise_only and "steady noise with no speech" in caplog.text
     # Speech under loud noise (5 dB SNR) still counts as speech.
     noisy = _speech(2.0, lead=0.0, tail=0.0) + 0.5 * noise[: SAMPLE_RATE * 2] * float(_speech(2.0, 0, 0).std() / 0.1)
@@ -78,6 +81,74 @@ def test_reference_reads_any_rate_and_channel_count(tmp_path: Path) -> None:
     sf.write(tmp_path / "stereo.flac", np.stack([at_44k, 0.5 * at_44k], axis=1), 44100)
     ref = load_reference(tmp_path / "stereo.flac", ReferenceOptions(vad=False))
     assert ref.source_seconds == pytest.approx(mono.shape[0] / SAMPLE_RATE, abs=1e-3)
+
+
+# -- references from real life (issue 15, kind 7) -------------------------------------------------
+
+REAL_SPEECH = Path(__file__).resolve().parents[1] / "data" / "please_call_me_back.flac"
+
+
+def _embed(wav: torch.Tensor) -> torch.Tensor:
+    from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+    from dvcli.speaker import SpeakerFrontend
+
+    torch.manual_seed(0)
+    frontend = SpeakerFrontend(CAMPPlus(CAMPPlusConfig.tiny())).eval()
+    with torch.no_grad():
+        return frontend(wav[None])[0]
+
+
+@pytest.mark.parametrize("surround", ["silence", "noise -60 dBFS", "noise -40 dBFS", "hum and DC"])
+def test_a_short_utterance_inside_long_silence_or_quiet_noise_is_found(surround: str) -> None:
+    from dvcli.audio import load_audio
+
+    speech = load_audio(REAL_SPEECH, SAMPLE_RATE)  # 2.8 s of a real voice, -20 dBFS RMS
+    rng = np.random.default_rng(1)
+    pad = np.zeros(20 * SAMPLE_RATE)
+    if surround.startswith("noise"):
+        pad = rng.standard_normal(pad.shape[0]) * 10 ** (int(surround.split()[1]) / 20)
+    clip = torch.from_numpy(np.concatenate([pad, speech.numpy(), pad[::-1]]).astype(np.float32))
+    if surround == "hum and DC":  # a cheap phone line: 50 Hz hum at -40 dBFS and a DC offset of 0.2
+        t = torch.arange(clip.shape[0]) / SAMPLE_RATE
+        clip = clip + 0.01 * torch.sin(2 * torch.pi * 50 * t) + 0.2
+    clean = prepare_reference(speech, ReferenceOptions())
+    ref = prepare_reference(clip, ReferenceOptions(max_seconds=3.0), name="voicemail.wav")
+    # The 40 s of surround are gone (the old energy rule called these clips noise and kept them all).
+    assert ref.seconds <= speech.shape[0] / SAMPLE_RATE + 0.3 and ref.trimmed_seconds > 39.0, ref
+    assert ref.speech_seconds is not None and ref.speech_seconds > 1.5
+    assert abs(float(ref.wav.mean())) < 0.01  # DC removed
+    cosine = torch.nn.functional.cosine_similarity(_embed(ref.wav), _embed(clean.wav), dim=0)
+    assert cosine > 0.95, cosine  # was -0.22 with the whole clip embedded
+
+
+def test_a_reference_without_enough_speech_is_refused_also_after_the_crop() -> None:
+    speech = torch.from_numpy(voice(0.3, SAMPLE_RATE))
+    clip = torch.cat([torch.zeros(5 * SAMPLE_RATE), speech, torch.zeros(5 * SAMPLE_RATE)])
+    with pytest.raises(UserError, match=r"short.wav: no speech found in 10.3 s of audio.*--no-vad"):
+        prepare_reference(clip + 1e-4 * torch.randn(clip.shape[0]), ReferenceOptions(), name="short.wav")
+    # 0.3 s of speech, then a pause the trim keeps (0.15 s), then more: a 0.4 s crop holds too little.
+    two = torch.cat([speech, torch.zeros(int(0.15 * SAMPLE_RATE)), torch.from_numpy(voice(2.0, SAMPLE_RATE))])
+    with pytest.raises(UserError, match=r"no speech found in the 0.6 s kept"):
+        prepare_reference(two + 1e-4 * torch.randn(two.shape[0]), ReferenceOptions(max_seconds=0.6, min_seconds=0.5))
+
+
+def test_channels_in_opposite_polarity_are_not_averaged_away(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from dvcli.audio import downmix, load_audio
+
+    speech = load_audio(REAL_SPEECH, SAMPLE_RATE)
+    inverted = torch.stack([speech, -speech])
+    assert torch.equal(downmix(inverted), speech)  # the mean would be silence
+    one_silent = torch.stack([speech, torch.zeros_like(speech)])
+    assert torch.allclose(downmix(one_silent), speech / 2)  # the mean: level normalisation restores it
+    # As a call recorder writes it: 8 kHz stereo, opposite polarity, a DC offset, silence around.
+    at_8k = load_audio(REAL_SPEECH, 8000).numpy()
+    pad = np.zeros(8000 * 5)
+    left = np.concatenate([pad, at_8k, pad]) + 0.1
+    sf.write(tmp_path / "call.wav", np.stack([left, -left], axis=1), 8000, subtype="PCM_16")
+    ref = load_reference(tmp_path / "call.wav", ReferenceOptions())
+    assert ref.seconds < 3.2 and ref.speech_seconds is not None and ref.speech_seconds > 1.5
 
 
 # -- text -----------------------------------------------------------------------------------------

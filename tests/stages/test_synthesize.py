@@ -254,8 +254,11 @@ def test_bad_input_is_one_line_exit_2_and_no_file(models, refs, tmp_path: Path, 
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
 
 
-def test_a_noise_only_reference_warns_but_synthesizes(models, refs, tmp_path: Path) -> None:
+def test_a_noise_only_reference_is_refused_unless_vad_is_off(models, refs, tmp_path: Path) -> None:
     result = _cli(models, "--ref", str(refs["noise"]), "--text", SENTENCE, "-o", str(tmp_path / "n.wav"))
+    assert result.exit_code == 2 and "noise.wav: no speech found" in result.output
+    assert "--no-vad" in result.output and not (tmp_path / "n.wav").exists()
+    result = _cli(models, "--ref", str(refs["noise"]), "--no-vad", "--text", SENTENCE, "-o", str(tmp_path / "n.wav"))
     assert result.exit_code == 0 and (tmp_path / "n.wav").is_file()
     assert "noise.wav: the reference sounds like steady noise with no speech in it" in result.output
 
