@@ -88,14 +88,19 @@ def resume_point(resume: bool, work: Path, out: Path, *, kind: str) -> Path | No
     """The checkpoint ``--resume`` continues from: the latest in ``work/checkpoints`` (an interrupted
     run), else in ``out/checkpoints`` (a finished run trained further); None without ``resume``.
 
+    The checkpoint is read once here, so a corrupt one is refused (naming it) before the run
+    changes anything: resuming a finished run copies ``out`` into a new work folder first.
+
     Raises:
-        UserError: ``resume`` but no checkpoint in either place.
+        UserError: ``resume`` but no checkpoint in either place; the latest one is corrupt or of
+            another stage.
     """
     if not resume:
         return None
     for folder in (work / "checkpoints", out / "checkpoints"):
         latest = CheckpointManager(folder, kind=kind).latest()
         if latest is not None:
+            load_checkpoint(latest, kind=kind)
             log.info("resuming from %s", latest)
             return latest
     raise UserError(

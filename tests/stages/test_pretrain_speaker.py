@@ -221,3 +221,14 @@ def test_unusable_audio_is_refused_before_training(manifest: Path, tmp_path: Pat
     with pytest.raises(UserError, match=r"bad.tsv: utterance '.*' has unusable audio.*missing.flac"):
         run(_config(bad, tmp_path / "out", steps=2))
     assert not (tmp_path / "out").exists() and not work_folder(tmp_path / "out").exists()
+
+
+def test_resuming_over_a_corrupt_checkpoint_names_it_and_changes_nothing(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(_config(manifest, out, steps=2, batch_size=4, snrs=()))
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    checkpoint.write_bytes(b"\x00garbage" * 512)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UserError, match=rf"{checkpoint}: is not a checkpoint"):
+        run(_config(manifest, out, steps=4, batch_size=4, snrs=(), resume=True))
+    assert not work_folder(out).exists() and sorted(p.name for p in out.iterdir()) == before

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from dvcli.checkpoint import save_checkpoint
 from dvcli.cli import app
 from dvcli.config import load_config
+from dvcli.errors import UserError
 from dvcli.joint import load_joint
 from dvcli.manifest import read_manifest, write_units
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
@@ -250,3 +251,16 @@ def test_help_and_shipped_tiny_recipe() -> None:
     assert config.model == "tiny" and config.steps <= 150 and config.dino.out_dim < 65536
     paper = load_config(TrainJointConfig, recipe.parents[1] / "libritts" / "train_joint.yaml")
     assert (paper.model, paper.phase1_steps, paper.phase2_steps, paper.batch_size) == ("base", 95000, 175000, 40)
+
+
+def test_resuming_over_a_corrupt_checkpoint_names_it_and_changes_nothing(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run(_config(corpus, out))
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    checkpoint.write_bytes(b"\x00garbage" * 512)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UserError, match=rf"{checkpoint}: is not a checkpoint"):
+        run(_config(corpus, out, resume=True, phase2_steps=3))
+    assert not work_folder(out).exists() and sorted(p.name for p in out.iterdir()) == before

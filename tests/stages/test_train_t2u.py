@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -464,3 +465,16 @@ def test_pairs_longer_than_the_models_positions_are_skipped_not_crashed_on(
     with caplog.at_level(logging.WARNING):
         result = run(_resume_config(manifest, units, tmp_path / "out", 2))
     assert result.train_utterances == 3 and "skipping 1 training pair(s) longer than the model's 512" in caplog.text
+
+
+def test_resuming_over_a_corrupt_checkpoint_names_it_and_changes_nothing(tmp_path: Path) -> None:
+    manifest, units = _small_data(tmp_path)
+    out = tmp_path / "out"
+    run(_resume_config(manifest, units, out, 4))
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    checkpoint.write_bytes(os.urandom(4096))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UserError, match=rf"{checkpoint}: is not a checkpoint"):
+        run(_resume_config(manifest, units, out, 8, resume=True))
+    # It used to copy OUT into a new OUT.partial first and name the copy.
+    assert not work_folder(out).exists() and sorted(p.name for p in out.iterdir()) == before
