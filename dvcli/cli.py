@@ -42,6 +42,28 @@ class _Group(TyperGroup):
             c for c in self.commands if c not in COMMAND_ORDER
         )
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run as a program; a mistake on the command line (unknown option, missing argument, a
+        folder where a file goes) is one line ``dv: error: ...`` and exit status 2, like every other
+        user error, instead of a framed box that wraps long paths across lines."""
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            sys.stderr.write("dv: aborted\n")
+            sys.exit(1)
+        except typer.TyperException as err:  # Click's usage and parameter errors derive from it
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+            else:
+                message = err.format_message() if hasattr(err, "format_message") else str(err)
+                hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+                sys.stderr.write(f"dv: error: {message}{hint}\n")
+            sys.exit(int(getattr(err, "exit_code", EXIT_USER_ERROR)))
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)

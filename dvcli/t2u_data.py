@@ -21,7 +21,7 @@ from dvcli.errors import path_error
 from dvcli.manifest import Utterance
 from dvcli.t2u import UnitVocab, unreadable_characters
 from dvcli.text import normalize_text
-from dvcli.units import UnitSource, deduplicate
+from dvcli.units import UnitSource, deduplicate, unit_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -116,30 +116,14 @@ def pair_examples(
 
 
 def unit_vocabulary_size(examples: Sequence[Example], source: UnitSource, k: int = 0) -> int:
-    """The number of units: ``k`` when given, else the units folder's, else the largest unit + 1.
+    """The number of units of ``examples``' units (:func:`dvcli.units.unit_vocabulary`).
 
     Raises:
-        UserError: a unit id is outside ``range(k)``.
+        UserError: as :func:`~dvcli.units.unit_vocabulary`.
     """
     largest = max(max(e.units) for e in examples)
     smallest = min(min(e.units) for e in examples)
-    if smallest < 0:
-        raise path_error(source.path, f"negative unit id {smallest}", "unit ids run from 0 to k-1")
-    size = k or source.k or largest + 1
-    if not (k or source.k):
-        log.warning(
-            "%s: no meta.json with k beside it; unit vocabulary taken as the largest unit + 1 = %d "
-            "(pass --set k=K to match the joint model)",
-            source.path,
-            size,
-        )
-    if largest >= size:
-        raise path_error(
-            source.path,
-            f"unit id {largest} is outside the vocabulary of {size} units",
-            "the units file and its k-means model disagree; pass --set k=K or recluster",
-        )
-    return size
+    return unit_vocabulary(source, largest, smallest, k)
 
 
 def split_by_sentence(

@@ -96,6 +96,45 @@ def read_unit_source(path: str | Path) -> UnitSource:
     return UnitSource(path=file, units=units, k=k, frame_rate=frame_rate, kmeans_sha256=sha)
 
 
+#: The most units dv infers from the ids alone (no ``k`` given or recorded); k-means models for
+#: speech units use 50-2000. A larger id is a broken file far more often than a real unit.
+MAX_INFERRED_UNITS = 65536
+
+
+def unit_vocabulary(source: UnitSource, largest: int, smallest: int = 0, k: int = 0) -> int:
+    """The number of units ``k``: given, else recorded beside the units, else the largest id + 1.
+
+    ``largest``/``smallest``: the extreme unit ids of the utterances that will be used.
+
+    Raises:
+        UserError: a negative id; an id outside ``range(k)``; no ``k`` known and an id of
+            :data:`MAX_INFERRED_UNITS` or more (names the units file and the fix).
+    """
+    if smallest < 0:
+        raise UserError(f"{source.path}: negative unit id {smallest} (unit ids run from 0 to k-1)")
+    size = k or source.k or 0
+    if not size:
+        if largest >= MAX_INFERRED_UNITS:
+            raise UserError(
+                f"{source.path}: unit id {largest}, and no meta.json with k beside the units "
+                f"(more than {MAX_INFERRED_UNITS} units is not a k-means model of speech); "
+                "fix the file, or put the dv cluster meta.json beside it (or pass --set k=K)"
+            )
+        size = largest + 1
+        log.warning(
+            "%s: no meta.json with k beside it; unit vocabulary taken as the largest unit + 1 = %d "
+            "(pass --set k=K to match the other models)",
+            source.path,
+            size,
+        )
+    if largest >= size:
+        raise UserError(
+            f"{source.path}: unit id {largest} is outside the k-means size {size} "
+            "(the units file and its k-means model disagree; pass --set k=K or recluster)"
+        )
+    return size
+
+
 def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:
     if not path.is_file():
         return {}

@@ -56,7 +56,7 @@ from dvcli.training import (
     work_folder,
     write_history,
 )
-from dvcli.units import deduplicate, read_unit_source
+from dvcli.units import deduplicate, read_unit_source, unit_vocabulary
 from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)
@@ -223,13 +223,8 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
             "run dv extract-units / dv cluster on this manifest"
         )
     largest = max((max(source.units[u.id], default=0) for u in train), default=0)
-    k = source.k if source.k is not None else largest + 1
-    if source.k is None:
-        log.warning("%s: no k-means size recorded beside the units; assuming %d units (largest id + 1)", source.path, k)
-    if largest >= k:
-        raise UserError(
-            f"{source.path}: unit id {largest} is outside the k-means size {k}; the units and meta.json disagree"
-        )
+    smallest = min((min(source.units[u.id], default=0) for u in train), default=0)
+    k = unit_vocabulary(source, largest, smallest)
 
     speakers = sorted({u.speaker for u in train})
     index = {s: i for i, s in enumerate(speakers)}

@@ -218,7 +218,7 @@ def test_unit_vocabulary_size_sources_and_checks() -> None:
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, None, None, None)) == 8
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, 100, None, None)) == 100
     assert unit_vocabulary_size(examples, UnitSource(Path("u"), {}, 100, None, None), k=50) == 50
-    with pytest.raises(UserError, match="outside the vocabulary of 5 units"):
+    with pytest.raises(UserError, match="outside the k-means size 5"):
         unit_vocabulary_size(examples, UnitSource(Path("u"), {}, 5, None, None))
 
 
