@@ -56,7 +56,8 @@ def output_lock(out: str | Path) -> Iterator[None]:
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out.with_name(f".{out.name}.lock")))
+    path = out.with_name(f".{out.name}.lock")
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -66,6 +67,11 @@ def output_lock(out: str | Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # Removed while still held, so a run leaves no lock file behind. A run that opened the old
+        # file meanwhile finds it unlinked once it gets the lock, and filelock (4.x) retries on a
+        # new one: never two holders.
+        with contextlib.suppress(OSError):
+            path.unlink()
         lock.release()
 
 

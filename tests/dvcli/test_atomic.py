@@ -125,3 +125,24 @@ def test_trainers_take_the_output_lock(tmp_path: Path) -> None:
     ):
         with output_lock(out), pytest.raises(UserError, match="another dv run is writing"):
             stage.run(config)
+
+
+def test_the_output_lock_leaves_no_file_and_stays_exclusive_across_its_removal(tmp_path: Path) -> None:
+    """The lock file goes with the run; a run that opened it just before its removal must not end up
+    holding the removed file while a third run holds a new one (filelock re-checks the inode)."""
+    from filelock import FileLock
+
+    from dvcli.atomic import output_lock
+
+    out = tmp_path / "out"
+    lock_file = tmp_path / ".out.lock"
+    with output_lock(out):
+        assert lock_file.exists()
+        late = FileLock(str(lock_file))  # a second run about to try, holding the soon-removed path
+    assert not lock_file.exists()
+    with output_lock(out):
+        new = lock_file.stat().st_ino
+        with pytest.raises(Exception):  # the late run cannot take it while this one holds it
+            late.acquire(timeout=0)
+        assert lock_file.stat().st_ino == new
+    assert not lock_file.exists()
