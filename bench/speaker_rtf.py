@@ -5,7 +5,7 @@ Usage: python bench/speaker_rtf.py [--seconds 3] [--repeats 20] [--threads 1 2]
 RTF = processing time / audio duration, for one clip at a time (the latency case). Three paths
 are timed in the same run so their ratios hold even on a busy machine:
 
-- ``dv``: :meth:`dvcli.speaker.SpeakerFrontend.embed` (batched Kaldi fbank + CAM++ in PyTorch);
+- ``dv``: :meth:`dvcli.speaker.encoder.SpeakerFrontend.embed` (batched Kaldi fbank + CAM++ in PyTorch);
 - ``onnxruntime``: the same fbank, then CAM++ exported to ONNX and run by ONNX Runtime (the way
   3D-Speaker's runtime deploys it);
 - ``torchaudio fbank`` vs ``dv fbank``: the front end alone.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dvcli.features.fbank import KaldiFbank  # noqa: E402
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
-from dvcli.speaker import SpeakerFrontend, export_onnx  # noqa: E402
+from dvcli.speaker.encoder import SpeakerFrontend, export_onnx  # noqa: E402
 from dvcli.testing import voice  # noqa: E402
 
 REFERENCES = {"3D-Speaker ONNX runtime, 1 Xeon core": 0.049, "CAM++ paper": 0.013}

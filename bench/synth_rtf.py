@@ -11,7 +11,7 @@ way. All models are randomly initialised (speed needs no trained weights): our g
 
 - real-time factor = compute time / seconds of audio produced, for units -> waveform (Coqui gets a
   ready d-vector, so the speaker encoder is timed on its own row: a 3 s reference -> embedding);
-- our rows run :class:`dvcli.synthesis.Synthesizer` (what ``dv synthesize`` runs per sentence) with
+- our rows run :class:`dvcli.synthesis.pipeline.Synthesizer` (what ``dv synthesize`` runs per sentence) with
   either backend; the ONNX graphs are exported once before timing (``dv synthesize`` caches them);
 - runs of the three alternate in one process so machine load hits all alike; medians reported;
 - peak memory: each contender in its own fresh process (peak RSS over the baseline after imports;
@@ -125,10 +125,10 @@ def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str,
 def build_ours(inputs: dict[str, Any]) -> Any:
     """A random base-size joint model (generator + full CAM++), as ``load_joint`` returns one."""
 
-    from dvcli.joint import JointModel, UnitInfo
+    from dvcli.joint.model import JointModel, UnitInfo
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
     from dvcli.models.vits import VitsGenerator
-    from dvcli.speaker import SpeakerFrontend
+    from dvcli.speaker.encoder import SpeakerFrontend
 
     config = inputs["config"]
     generator = VitsGenerator(config).eval()
@@ -137,8 +137,8 @@ def build_ours(inputs: dict[str, Any]) -> Any:
 
 
 def onnx_synthesizer(onnx_dir: Path, threads: int) -> Any:
-    from dvcli.synthesis import Synthesizer
-    from dvcli.synthesis_onnx import OnnxBackend, read_export_config
+    from dvcli.synthesis.onnx_backend import OnnxBackend, read_export_config
+    from dvcli.synthesis.pipeline import Synthesizer
 
     return Synthesizer(read_export_config(onnx_dir), OnnxBackend.from_folder(onnx_dir, threads=threads))
 
@@ -147,7 +147,7 @@ def synth_once(synth: Any, inputs: dict[str, Any], seed: int) -> float:
     """Seconds of audio from one utterance of units."""
     import torch
 
-    from dvcli.synthesis import SynthesisControls
+    from dvcli.synthesis.pipeline import SynthesisControls
 
     n = int(inputs["unit_lengths"][0])
     units = inputs["units"][0, :n].tolist()
@@ -161,8 +161,8 @@ def timing_worker(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from dvcli.synthesis import Synthesizer
-    from dvcli.synthesis_onnx import export_onnx
+    from dvcli.synthesis.onnx_backend import export_onnx
+    from dvcli.synthesis.pipeline import Synthesizer
 
     inputs = coqui_bench.setup(args)
     joint = build_ours(inputs)
@@ -215,12 +215,12 @@ def memory_worker(args: argparse.Namespace, impl: str) -> dict[str, Any]:
     import onnxruntime  # noqa: F401  (every process imports the same packages: one baseline for all)
     import TTS.tts.models.vits  # noqa: F401
 
-    import dvcli.synthesis_onnx  # noqa: F401
+    import dvcli.synthesis.onnx_backend  # noqa: F401
 
     inputs = coqui_bench.setup(args)
     baseline = coqui_bench._rss_mib()
     if impl == "pytorch":
-        from dvcli.synthesis import Synthesizer
+        from dvcli.synthesis.pipeline import Synthesizer
 
         synth = Synthesizer(build_ours(inputs))
         fn = lambda: synth_once(synth, inputs, 0)  # noqa: E731

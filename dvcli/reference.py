@@ -31,7 +31,7 @@ import torch
 
 from dvcli.audio import SAMPLE_RATE, load_audio
 from dvcli.errors import path_error
-from dvcli.speaker import MIN_SECONDS
+from dvcli.speaker.encoder import MIN_SECONDS
 
 log = logging.getLogger(__name__)
 

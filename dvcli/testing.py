@@ -183,7 +183,7 @@ def make_joint_model(
     ``dv train-joint`` saves one; returns ``folder``. Same arguments, same file."""
     import torch
 
-    from dvcli.joint import MODEL_FILE, UnitInfo, save_joint
+    from dvcli.joint.model import MODEL_FILE, UnitInfo, save_joint
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
     from dvcli.models.vits import VitsConfig, VitsGenerator
 
@@ -207,7 +207,7 @@ def make_t2u_model(
     units_per_token: float = 1.0,
     kmeans_sha256: str | None = None,
 ) -> Path:
-    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.TextToUnit`
+    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.model.TextToUnit`
     loads: a SentencePiece tokenizer trained on :func:`make_sentences`, unit tokens, a 1-layer mBART.
 
     Its output is gibberish of a fixed length (``units_per_token`` per source token + 4): enough to
@@ -216,8 +216,8 @@ def make_t2u_model(
     import torch
     from transformers import MBartForConditionalGeneration
 
-    from dvcli.t2u import T2UArch, UnitVocab, mbart_config, restrict_output, set_generation_defaults
-    from dvcli.t2u_tokenizer import add_unit_tokens, train_text_tokenizer
+    from dvcli.t2u.model import T2UArch, UnitVocab, mbart_config, restrict_output, set_generation_defaults
+    from dvcli.t2u.tokenizer import add_unit_tokens, train_text_tokenizer
     from dvcli.text import normalize_text
 
     folder = Path(folder)

@@ -1,9 +1,9 @@
 """``dv evaluate speaker``: EER and minDCF of a speaker verifier, on clean and noisy trials.
 
-Trials come from a trial TSV (:mod:`dvcli.speaker_eval`'s format, the one ``dv pretrain-speaker``
+Trials come from a trial TSV (:mod:`dvcli.speaker.verification`'s format, the one ``dv pretrain-speaker``
 writes to ``trials/*.tsv``) or are drawn from a manifest: per speaker, ``trials_per_speaker``
 same-speaker pairs and as many different-speaker pairs. Each clean trial is repeated with noise added
-to its test clip at every SNR in ``snrs`` (:func:`dvcli.speaker_eval.noisy_copy`: clips from
+to its test clip at every SNR in ``snrs`` (:func:`dvcli.speaker.verification.noisy_copy`: clips from
 ``noise``, or white noise), so the table shows how a verifier degrades with noisy audio, the
 situation DINO-VITS targets.
 """
@@ -24,7 +24,7 @@ from dvcli.evaluation.verifiers import RESEMBLYZER, load_verifier
 from dvcli.manifest import read_manifest
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
-from dvcli.speaker_eval import Trial, condition_results, make_trials, read_trials, score_trials, write_scores
+from dvcli.speaker.verification import Trial, condition_results, make_trials, read_trials, score_trials, write_scores
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -44,7 +44,8 @@ from dvcli.models.aam import AAMSoftmax, margin_at
 from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import autocast, resolve_device
-from dvcli.speaker import (
+from dvcli.speaker.data import SpeakerCrops
+from dvcli.speaker.encoder import (
     ENCODER_FILE,
     ENCODER_KIND,
     MIN_SECONDS,
@@ -53,8 +54,7 @@ from dvcli.speaker import (
     SpeakerFrontend,
     load_speaker_encoder,
 )
-from dvcli.speaker_data import SpeakerCrops
-from dvcli.speaker_eval import (
+from dvcli.speaker.verification import (
     Trial,
     evaluate_trials,
     export_embeddings,
@@ -274,7 +274,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     device = resolve_device(config.device)
     frontend = SpeakerFrontend(encoder).to(device).eval()
     # The noisy trials use dv's one evaluation noise (dv evaluate speaker's): the training noise
-    # folder's clips, else white noise; see dvcli.speaker_eval.noisy_copy.
+    # folder's clips, else white noise; see dvcli.speaker.verification.noisy_copy.
     noise = NoiseSource(config.augment.noise_dir)
     results = evaluate_trials(frontend.embed, sets, snrs=config.snrs, noise=noise, seed=config.seed)
     table = results_table(results, titles)

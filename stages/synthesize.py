@@ -32,19 +32,19 @@ import torch
 from dvcli.audio import OUTPUT_SUFFIXES, save_audio
 from dvcli.config import StageConfig
 from dvcli.errors import UserError, path_error
-from dvcli.joint import JointModel, load_joint
+from dvcli.joint.model import JointModel, load_joint
 from dvcli.logs import track
 from dvcli.manifest import read_units, read_utf8
 from dvcli.outputs import add_meta, stage_output
 from dvcli.reference import ReferenceOptions, load_reference
 from dvcli.runtime import resolve_device, seed_everything
-from dvcli.synthesis import SynthesisControls, Synthesizer, text_chunks
+from dvcli.synthesis.pipeline import SynthesisControls, Synthesizer, text_chunks
 from dvcli.text import normalize_text
 from dvcli.units import deduplicate
 
 if TYPE_CHECKING:
-    from dvcli.synthesis import Backend
-    from dvcli.t2u import TextToUnit
+    from dvcli.synthesis.pipeline import Backend
+    from dvcli.t2u.model import TextToUnit
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,11 @@ class _Context:
 
 def make_backend(joint: JointModel, choice: str, device: torch.device) -> Backend:
     """The backend for ``choice`` (``auto``: ONNX Runtime on CPU when it is installed, else PyTorch)."""
-    from dvcli.synthesis import TorchBackend
+    from dvcli.synthesis.pipeline import TorchBackend
 
     if choice == "pytorch" or (choice == "auto" and device.type != "cpu"):
         return TorchBackend(joint)
-    from dvcli.synthesis_onnx import OnnxBackend, onnxruntime_available
+    from dvcli.synthesis.onnx_backend import OnnxBackend, onnxruntime_available
 
     if not onnxruntime_available():
         if choice == "onnx":
@@ -178,7 +178,7 @@ def export(model: Path, folder: Path) -> list[Path]:
     Raises:
         UserError: a missing or unusable model.
     """
-    from dvcli.synthesis_onnx import export_onnx
+    from dvcli.synthesis.onnx_backend import export_onnx
 
     return export_onnx(load_joint(model), folder)
 
@@ -299,7 +299,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _load_t2u(config: SynthesizeConfig, joint: JointModel, device: torch.device) -> TextToUnit:
-    from dvcli.t2u import TextToUnit
+    from dvcli.t2u.model import TextToUnit
 
     if config.t2u is None:
         raise UserError("text needs a text-to-unit model: give --t2u FOLDER (from dv train-t2u), or --units")
@@ -330,7 +330,7 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         return [seq]
     chunks = [c for c in text_chunks(item.text, context.config.max_words) if normalize_text(c)]
     if not chunks:
-        from dvcli.t2u import unreadable_characters
+        from dvcli.t2u.model import unreadable_characters
 
         bad = "".join(dict.fromkeys(unreadable_characters(item.text)))[:20]
         detail = f" (only characters the English normaliser cannot read: {bad!r})" if bad else ""

@@ -17,7 +17,7 @@ Phase 1 (``phase1_steps``) trains only the encoder's final dense layer and the h
 (``phase2_steps``) the whole encoder. The phase follows from the step number, so ``--resume`` lands
 in the right one. ``freeze_speaker`` keeps the encoder fixed (the YourTTS-style baseline).
 
-Outputs (``OUT/``): ``model.pt`` (generator + student encoder, :mod:`dvcli.joint`, read by ``dv
+Outputs (``OUT/``): ``model.pt`` (generator + student encoder, :mod:`dvcli.joint.model`, read by ``dv
 synthesize``), ``train.tsv`` (losses every ``log_every`` steps), ``checkpoints/`` (generator,
 discriminators, encoder, head, teacher, optimisers: everything to resume), ``tensorboard/``. While
 training they live in ``OUT.partial/``; ``resume`` continues from there.
@@ -38,14 +38,14 @@ from dvcli.audio import check_readable
 from dvcli.checkpoint import load_checkpoint
 from dvcli.distributed import launch
 from dvcli.errors import UserError
-from dvcli.joint import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
-from dvcli.joint_data import JointExample
+from dvcli.joint.data import JointExample
+from dvcli.joint.model import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
 from dvcli.manifest import read_manifest
 from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
-from dvcli.speaker import MIN_SECONDS, load_speaker_encoder
+from dvcli.speaker.encoder import MIN_SECONDS, load_speaker_encoder
 from dvcli.training import (
     HistoryRow,
     check_output,

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from dvcli.augment import AugmentConfig
 from dvcli.config import StageConfig
 from dvcli.dino import DinoConfig
-from dvcli.joint import UnitInfo
-from dvcli.joint_data import JointExample
+from dvcli.joint.data import JointExample
+from dvcli.joint.model import UnitInfo
 
 
 @dataclasses.dataclass(kw_only=True)

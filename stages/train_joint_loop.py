@@ -22,16 +22,16 @@ from dvcli.augment import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
 from dvcli.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.errors import UserError
-from dvcli.joint import TRAIN_KIND
-from dvcli.joint_data import JointDataset, collate, random_crops
-from dvcli.joint_speaker import SpeakerStudent, apply_phase, phase_at, set_modes
+from dvcli.joint.data import JointDataset, collate, random_crops
+from dvcli.joint.model import TRAIN_KIND
+from dvcli.joint.speaker import SpeakerStudent, apply_phase, phase_at, set_modes
 from dvcli.logs import progress
 from dvcli.models.aam import AAMSoftmax
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.runtime import resolve_precision
-from dvcli.speaker import SpeakerFrontend
+from dvcli.speaker.encoder import SpeakerFrontend
 from dvcli.training import (
     CheckpointManager,
     HistoryRow,

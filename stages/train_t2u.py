@@ -1,7 +1,7 @@
 """``dv train-t2u``: train the mBART text-to-unit model on a manifest's text and its units.
 
 Inputs: ``manifest.tsv`` (text) and ``units.tsv`` (or the ``dv cluster`` folder holding it with the
-``meta.json`` that gives ``k``). Output: a Hugging Face model folder (see :mod:`dvcli.t2u`) with
+``meta.json`` that gives ``k``). Output: a Hugging Face model folder (see :mod:`dvcli.t2u.model`) with
 ``metrics.tsv`` (unit error rate per checkpoint, on training and held-out sentences), TensorBoard
 logs and the last training checkpoint (so ``--resume`` can continue it with more ``--steps``).
 
@@ -23,20 +23,20 @@ from dvcli.distributed import launch
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest
 from dvcli.outputs import add_meta, stage_output
-from dvcli.t2u import (
-    PRESETS,
-    UNIT_VOCAB_FILE,
-    UnitVocab,
-    quiet_transformers,
-)
-from dvcli.t2u_data import (
+from dvcli.t2u.data import (
     Example,
     generation_caps,
     pair_examples,
     split_by_sentence,
     unit_vocabulary_size,
 )
-from dvcli.t2u_tokenizer import add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
+from dvcli.t2u.model import (
+    PRESETS,
+    UNIT_VOCAB_FILE,
+    UnitVocab,
+    quiet_transformers,
+)
+from dvcli.t2u.tokenizer import add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
 from dvcli.training import (
     CheckpointManager,
     HistoryRow,

@@ -21,7 +21,8 @@ from dvcli.errors import UserError
 from dvcli.logs import progress
 from dvcli.metrics import error_rate
 from dvcli.runtime import autocast
-from dvcli.t2u import (
+from dvcli.t2u.data import collate
+from dvcli.t2u.model import (
     PRESETS,
     TextToUnit,
     UnitLoss,
@@ -31,8 +32,7 @@ from dvcli.t2u import (
     restrict_output,
     set_generation_defaults,
 )
-from dvcli.t2u_data import collate
-from dvcli.t2u_tokenizer import SPECIALS
+from dvcli.t2u.tokenizer import SPECIALS
 from dvcli.training import (
     CheckpointManager,
     HistoryRow,

@@ -101,7 +101,7 @@ class Resemblyzer:
 
 
 class CampplusVerifier:
-    """A CAM++ encoder behind :class:`dvcli.speaker.SpeakerFrontend` (Kaldi fbank, mean-normalised)."""
+    """A CAM++ encoder behind :class:`dvcli.speaker.encoder.SpeakerFrontend` (Kaldi fbank, mean-normalised)."""
 
     def __init__(self, frontend: Any, name: str) -> None:
         self.frontend = frontend
@@ -175,7 +175,7 @@ def _find_campplus_state(obj: Any, depth: int = 0) -> dict[str, torch.Tensor] | 
 
 
 def _campplus_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
-    from dvcli.speaker import SpeakerFrontend, load_speaker_encoder
+    from dvcli.speaker.encoder import SpeakerFrontend, load_speaker_encoder
 
     state = _find_campplus_state(obj)
     if state is None:

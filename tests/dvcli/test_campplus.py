@@ -10,7 +10,7 @@ import torch
 
 from dvcli.checkpoint import load_checkpoint
 from dvcli.models.campplus import CAMLayer, CAMPPlus, CAMPPlusConfig, config_from_state_dict
-from dvcli.speaker import export_onnx, load_speaker_encoder
+from dvcli.speaker.encoder import export_onnx, load_speaker_encoder
 
 
 def _bn(table: dict, prefix: str, channels: int, affine: bool = True) -> None:

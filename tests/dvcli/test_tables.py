@@ -9,7 +9,7 @@ import pytest
 
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest, read_units, read_utf8, write_manifest
-from dvcli.speaker_eval import read_trials
+from dvcli.speaker.verification import read_trials
 from dvcli.testing import make_corpus
 from stages.prepare import PrepareConfig
 from stages.prepare import run as prepare

@@ -15,7 +15,7 @@ from dvcli.cli import app
 from dvcli.config import load_config
 from dvcli.errors import UserError
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
-from dvcli.speaker import load_speaker_encoder
+from dvcli.speaker.encoder import load_speaker_encoder
 from dvcli.testing import make_corpus
 from stages.demo import default_corpus
 from stages.prepare import PrepareConfig

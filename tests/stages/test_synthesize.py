@@ -168,7 +168,7 @@ def test_batch_writes_a_synth_table_that_dv_evaluate_reads(models, refs, tmp_pat
 
 def test_export_onnx_and_the_onnx_default_on_cpu(models, refs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
-    from dvcli.synthesis_onnx import cache_folder
+    from dvcli.synthesis.onnx_backend import cache_folder
 
     result = runner.invoke(app, ["synthesize", "--model", str(models["joint"]), "--export-onnx", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
@@ -201,7 +201,7 @@ def test_a_ten_thousand_character_text(models, refs, tmp_path: Path) -> None:
     result = _cli(models, "--ref", str(refs["clean"]), "--text", text, "-o", str(out), "--length-scale", "0.5")
     assert result.exit_code == 0, result.output
     wav, rate = sf.read(out)
-    from dvcli.synthesis import text_chunks
+    from dvcli.synthesis.pipeline import text_chunks
 
     chunks = text_chunks(text, 40)
     assert len(chunks) > 30 and _zero_runs(wav, int(0.25 * rate)) == len(chunks) - 1

@@ -16,7 +16,7 @@ from dvcli.checkpoint import save_checkpoint
 from dvcli.cli import app
 from dvcli.config import load_config
 from dvcli.errors import UserError
-from dvcli.joint import load_joint
+from dvcli.joint.model import load_joint
 from dvcli.manifest import read_manifest, write_units
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.testing import make_corpus

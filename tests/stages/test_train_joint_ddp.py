@@ -21,7 +21,7 @@ import torch
 
 from dvcli.config import load_config
 from dvcli.distributed import DistInfo, launch
-from dvcli.joint_data import collate
+from dvcli.joint.data import collate
 from dvcli.manifest import read_manifest, write_units
 from dvcli.models.vits.train_step import unwrap
 from dvcli.testing import make_corpus
@@ -42,7 +42,7 @@ def _zeros(
 def _one_step(info: DistInfo, config: TrainJointConfig, work: Path, per_rank: int) -> dict[str, torch.Tensor]:
     """One train-joint step on this rank's share of the first ``per_rank x world`` utterances; the
     generator's and discriminators' gradients after DDP's all-reduce."""
-    from dvcli.joint_speaker import set_modes
+    from dvcli.joint.speaker import set_modes
     from stages.train_joint_loop import _setup, _step
 
     plan = make_plan(config)

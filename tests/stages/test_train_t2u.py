@@ -19,8 +19,8 @@ from dvcli.config import load_config
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest, read_units, write_manifest, write_units
 from dvcli.metrics import error_rate
-from dvcli.t2u import TextToUnit, UnitVocab
-from dvcli.t2u_data import pair_examples, split_by_sentence
+from dvcli.t2u.data import pair_examples, split_by_sentence
+from dvcli.t2u.model import TextToUnit, UnitVocab
 from dvcli.testing import make_sentences, make_t2u_data
 from dvcli.text import normalize_text
 from dvcli.training import CheckpointManager
@@ -181,7 +181,7 @@ def _pretrained_mbart(folder: Path, texts: list[str]) -> tuple[object, object]:
     import sentencepiece as spm
     from transformers import MBartConfig, MBartForConditionalGeneration, MBartTokenizer
 
-    from dvcli.t2u_tokenizer import train_text_tokenizer
+    from dvcli.t2u.tokenizer import train_text_tokenizer
 
     _, sp_bytes = train_text_tokenizer(texts, 60)
     sp = spm.SentencePieceProcessor(model_proto=sp_bytes)

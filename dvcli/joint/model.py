@@ -25,7 +25,7 @@ from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.errors import UserError, path_error
 from dvcli.models.campplus import CAMPPlus
 from dvcli.models.vits import VitsConfig, VitsGenerator
-from dvcli.speaker import SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker.encoder import SpeakerFrontend, load_speaker_encoder
 
 JOINT_KIND = "dino-vits"
 MODEL_FILE = "model.pt"

@@ -13,7 +13,8 @@ import torch
 
 from dvcli.errors import UserError
 from dvcli.manifest import Utterance, read_manifest, write_units
-from dvcli.t2u import (
+from dvcli.t2u.data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
+from dvcli.t2u.model import (
     PRESETS,
     TextToUnit,
     UnitLoss,
@@ -23,8 +24,7 @@ from dvcli.t2u import (
     set_generation_defaults,
     unreadable_characters,
 )
-from dvcli.t2u_data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
-from dvcli.t2u_tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
+from dvcli.t2u.tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
 from dvcli.testing import make_sentences, make_t2u_data, make_t2u_model, pseudo_units
 from dvcli.text import normalize_text
 from dvcli.units import UnitSource, deduplicate, read_unit_source
@@ -170,7 +170,7 @@ def test_decoding_ignores_the_folders_generation_settings(tmp_path: Path) -> Non
 
 
 def test_decoding_config_stops_beam_search_by_score_not_by_count() -> None:
-    from dvcli.t2u import decoding_config
+    from dvcli.t2u.model import decoding_config
 
     config = decoding_config(UnitVocab(k=12, offset=30, eos_id=2, pad_id=1), beams=5, max_length=40)
     assert (config.num_beams, config.early_stopping, config.length_penalty, config.do_sample) == (5, False, 1.0, False)

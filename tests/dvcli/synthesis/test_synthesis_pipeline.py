@@ -12,9 +12,9 @@ import torch
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
 from dvcli.features.fbank import KaldiFbank
-from dvcli.joint import JointModel, load_joint
+from dvcli.joint.model import JointModel, load_joint
 from dvcli.reference import ReferenceOptions, frame_energies_db, load_reference, prepare_reference
-from dvcli.synthesis import SynthesisControls, Synthesizer, join_with_pauses, text_chunks
+from dvcli.synthesis.pipeline import SynthesisControls, Synthesizer, join_with_pauses, text_chunks
 from dvcli.testing import make_joint_model, voice
 
 #: ONNX Runtime vs PyTorch on the same inputs and noise: largest absolute difference allowed
@@ -85,12 +85,12 @@ def test_reference_reads_any_rate_and_channel_count(tmp_path: Path) -> None:
 
 # -- references from real life (issue 15, kind 7) -------------------------------------------------
 
-REAL_SPEECH = Path(__file__).resolve().parents[1] / "data" / "please_call_me_back.flac"
+REAL_SPEECH = Path(__file__).resolve().parents[3] / "tests" / "data" / "please_call_me_back.flac"
 
 
 def _embed(wav: torch.Tensor) -> torch.Tensor:
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
-    from dvcli.speaker import SpeakerFrontend
+    from dvcli.speaker.encoder import SpeakerFrontend
 
     torch.manual_seed(0)
     frontend = SpeakerFrontend(CAMPPlus(CAMPPlusConfig.tiny())).eval()
@@ -224,7 +224,7 @@ def _zero_runs(x: np.ndarray) -> list[int]:
 
 
 def test_exportable_fbank_equals_kaldi_fbank() -> None:
-    from dvcli.synthesis_onnx import ExportableFbank
+    from dvcli.synthesis.onnx_backend import ExportableFbank
 
     fbank = KaldiFbank(80)
     wav = torch.stack([_speech(1.0, seed=1), _speech(1.0, seed=2)])
@@ -236,8 +236,8 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(
     joint: JointModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from dvcli.synthesis import TorchBackend
-    from dvcli.synthesis_onnx import GRAPHS, OnnxBackend, cache_folder
+    from dvcli.synthesis.onnx_backend import GRAPHS, OnnxBackend, cache_folder
+    from dvcli.synthesis.pipeline import TorchBackend
 
     monkeypatch.setenv("DV_CACHE", str(tmp_path))
     onnx = OnnxBackend.cached(joint, threads=1)  # exports into the cache ...
@@ -280,10 +280,10 @@ def test_onnx_graphs_match_pytorch_at_other_lengths(
 
 def test_onnx_with_a_deterministic_duration_predictor_and_blanks(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from dvcli.joint import UnitInfo, save_joint
+    from dvcli.joint.model import UnitInfo, save_joint
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
     from dvcli.models.vits import VitsConfig, VitsGenerator
-    from dvcli.synthesis_onnx import OnnxBackend
+    from dvcli.synthesis.onnx_backend import OnnxBackend
 
     config = VitsConfig.tiny(n_units=20, speaker_embedding_dim=16, stochastic_duration=False, add_blank=True)
     save_joint(

@@ -19,7 +19,7 @@ import torch
 
 from dvcli.errors import path_error
 from dvcli.manifest import Utterance
-from dvcli.t2u import UnitVocab, unreadable_characters
+from dvcli.t2u.model import UnitVocab, unreadable_characters
 from dvcli.text import normalize_text
 from dvcli.units import UnitSource, deduplicate, unit_vocabulary
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from dvcli.dino import DinoHead
 from dvcli.models.aam import AAMSoftmax
-from dvcli.speaker import SpeakerFrontend
+from dvcli.speaker.encoder import SpeakerFrontend
 
 Phase = Literal["last-layer", "full", "frozen"]
 

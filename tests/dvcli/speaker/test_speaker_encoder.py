@@ -12,7 +12,7 @@ from dvcli.checkpoint import save_checkpoint
 from dvcli.errors import UserError
 from dvcli.features.fbank import KaldiFbank
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
-from dvcli.speaker import ENCODER_FILE, ENCODER_KIND, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker.encoder import ENCODER_FILE, ENCODER_KIND, TRAIN_KIND, SpeakerFrontend, load_speaker_encoder
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""ONNX export of a joint model's inference networks, and a :class:`~dvcli.synthesis.Backend` that runs them.
+"""ONNX export of a joint model's inference networks, and a :class:`~dvcli.synthesis.pipeline.Backend` that runs them.
 
 Three graphs, all with dynamic batch and length axes (opset 17):
 
 - ``speaker.onnx``: ``wav`` ``(B, T)`` 16 kHz -> ``embedding`` ``(B, D)``: the Kaldi fbank (framing
   as a strided convolution, the DFT as two matrix products, so no FFT operator is needed) and CAM++;
-- ``vits_prior.onnx``: :class:`~dvcli.synthesis.VitsPrior` (text encoder + duration predictor);
-- ``vits_decoder.onnx``: :class:`~dvcli.synthesis.VitsDecoder` (inverse flow + HiFi-GAN).
+- ``vits_prior.onnx``: :class:`~dvcli.synthesis.pipeline.VitsPrior` (text encoder + duration predictor);
+- ``vits_decoder.onnx``: :class:`~dvcli.synthesis.pipeline.VitsDecoder` (inverse flow + HiFi-GAN).
 
 The randomness stays outside the graphs (noise tensors are inputs), so ONNX Runtime and PyTorch
 produce the same audio from the same seed, to float rounding. ``export_onnx`` also writes
@@ -31,10 +31,10 @@ from dvcli.atomic import atomic_dir, atomic_write_bytes
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import path_error
 from dvcli.features.fbank import KaldiFbank
-from dvcli.joint import JointModel
+from dvcli.joint.model import JointModel
 from dvcli.models.vits import VitsConfig
 from dvcli.runtime import cache_root
-from dvcli.synthesis import VitsDecoder, VitsPrior
+from dvcli.synthesis.pipeline import VitsDecoder, VitsPrior
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@
 - Scores are cosine similarities; EER and minDCF come from :mod:`dvcli.metrics`.
 
 Anything that turns waveforms into embeddings works as the encoder: ``embed(list of (T,) clips) ->
-(N, D)`` (:meth:`dvcli.speaker.SpeakerFrontend.embed`, or a verifier of :mod:`dvcli.evaluation.verifiers`).
+(N, D)`` (:meth:`dvcli.speaker.encoder.SpeakerFrontend.embed`, or a verifier of :mod:`dvcli.evaluation.verifiers`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ arithmetic in two halves with the randomness drawn *outside* them::
     expand by d = ceil(exp(log d) * length_scale); z_p = m_p + noise * exp(logs_p) * noise_scale
     z_p --VitsDecoder(z_p, mask, speaker)--> waveform                                         (per frame)
 
-so the same halves can run as PyTorch modules or as ONNX graphs (:mod:`dvcli.synthesis_onnx`) on the
+so the same halves can run as PyTorch modules or as ONNX graphs (:mod:`dvcli.synthesis.onnx_backend`) on the
 same noise, and the noise is drawn from one seeded generator in the order ``infer`` draws it: with
 the PyTorch backend the audio equals ``generator.infer(..., rng=torch.Generator().manual_seed(s))``
-(tested). The speaker half is :class:`~dvcli.speaker.SpeakerFrontend` (fbank + CAM++).
+(tested). The speaker half is :class:`~dvcli.speaker.encoder.SpeakerFrontend` (fbank + CAM++).
 
 Long input is the caller's job to split (:func:`text_chunks`); :meth:`Synthesizer.synthesize`
 decodes many unit sequences for one speaker in length-sorted batches and joins them with pauses.
@@ -27,12 +27,12 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from dvcli.joint import JointModel
+from dvcli.joint.model import JointModel
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.models.vits.model import durations_to_path
 from dvcli.models.vits.modules import sequence_mask
 from dvcli.models.vits.text_encoder import intersperse_blank
-from dvcli.speaker import SpeakerFrontend
+from dvcli.speaker.encoder import SpeakerFrontend
 
 log = logging.getLogger(__name__)
 

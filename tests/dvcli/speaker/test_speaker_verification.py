@@ -14,7 +14,7 @@ from dvcli.audio import load_audio
 from dvcli.errors import UserError
 from dvcli.evaluation.noise import NoiseSource
 from dvcli.manifest import Utterance
-from dvcli.speaker_eval import (
+from dvcli.speaker.verification import (
     Trial,
     evaluate_trials,
     export_embeddings,

@@ -5,7 +5,7 @@ import torch
 
 from dvcli.checkpoint import save_checkpoint
 from dvcli.errors import UserError
-from dvcli.joint import MODEL_FILE, UnitInfo, load_joint, save_joint
+from dvcli.joint.model import MODEL_FILE, UnitInfo, load_joint, save_joint
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 

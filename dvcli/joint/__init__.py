@@ -1,0 +1,1 @@
+"""The DINO-VITS joint model: the published model file, its training data, the speaker student."""
