@@ -97,3 +97,43 @@ def test_python_m_dvcli_runs_the_same_app() -> None:
 def test_shell_completion_script_is_available() -> None:
     done = subprocess.run([sys.executable, "-m", "dvcli", "--show-completion", "bash"], capture_output=True, text=True)
     assert done.returncode == 0 and "_dv_completion" in done.stdout
+
+
+def test_option_help_shows_the_default_the_stage_uses() -> None:
+    """Defaults in --help are read from the stage's config class, never restated by hand."""
+    import re
+
+    from stages.cluster import ClusterConfig
+    from stages.synthesize import SynthesizeConfig
+
+    cluster_help = " ".join(runner.invoke(app, ["cluster", "--help"]).output.split())
+    assert f"Clusters = unit vocabulary size. (default: {ClusterConfig.k})" in cluster_help.replace("│ ", "")
+    synth_help = " ".join(runner.invoke(app, ["synthesize", "--help"]).output.replace("│", " ").split())
+    assert f"Text-to-unit beam width. (default: {SynthesizeConfig.beams})" in synth_help
+    commands = Path(__file__).resolve().parents[1] / "dvcli" / "commands"
+    restated = [
+        f"{path.name}: {m.group(0)}"
+        for path in sorted(commands.glob("*.py"))
+        for m in re.finditer(r"\(default:? [0-9][^)]*\)", path.read_text(encoding="utf-8"))
+    ]
+    assert not restated, restated
+
+
+def test_setting_reads_nested_and_factory_defaults() -> None:
+    import dataclasses
+
+    from dvcli.commands.common import _default_of, setting
+
+    @dataclasses.dataclass
+    class Inner:
+        snr: float = 5.0
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: Inner = dataclasses.field(default_factory=Inner)
+        snrs: list[float] = dataclasses.field(default_factory=lambda: [0.0, 5.0])
+        vad: bool = True
+
+    assert _default_of(Outer, "inner.snr") == 5.0
+    assert setting(Outer, "snrs", "SNRs.").help == "SNRs. (default: 0,5)"
+    assert setting(Outer, "vad", "Detect speech.").help == "Detect speech. (default: on)"

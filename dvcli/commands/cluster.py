@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    setting,
+    stage_config,
+)
 from stages import cluster as stage
 
 app = typer.Typer()
@@ -21,9 +29,13 @@ def cluster(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder (units.tsv, centroids.npy).", file_okay=False)
     ],
-    k: Annotated[Optional[int], typer.Option("--k", help="Clusters = unit vocabulary size (default 1000).")] = None,
-    sample: Annotated[Optional[float], typer.Option(help="Fraction of all frames to fit on (default 0.1).")] = None,
-    niter: Annotated[Optional[int], typer.Option(help="Lloyd iterations after k-means++ seeding (default 5).")] = None,
+    k: Annotated[Optional[int], setting(stage.ClusterConfig, "k", "Clusters = unit vocabulary size.", "--k")] = None,
+    sample: Annotated[
+        Optional[float], setting(stage.ClusterConfig, "sample", "Fraction of all frames to fit on.")
+    ] = None,
+    niter: Annotated[
+        Optional[int], setting(stage.ClusterConfig, "niter", "Lloyd iterations after k-means++ seeding.")
+    ] = None,
     kmeans: Annotated[
         Optional[Path],
         typer.Option(

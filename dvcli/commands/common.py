@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -9,7 +10,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 from rich.table import Table
 
-from dvcli.config import load_config
+from dvcli.config import StageConfig, load_config
 from dvcli.logs import console
 
 C = TypeVar("C")
@@ -42,11 +43,13 @@ DeviceOption = Annotated[
         rich_help_panel="Common",
     ),
 ]
-SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel="Common")]
+SeedOption = Annotated[
+    Optional[int], typer.Option("--seed", help=f"Random seed (default: {StageConfig.seed}).", rich_help_panel="Common")
+]
 GpusOption = Annotated[
     Optional[int],
     typer.Option(
-        "--gpus", help="Data-parallel processes on this machine, one per GPU (torchrun overrides; default 1)."
+        "--gpus", help="Data-parallel processes on this machine, one per GPU (torchrun overrides; default: 1)."
     ),
 ]
 ResumeOption = Annotated[
@@ -73,3 +76,37 @@ def print_summary(title: str, rows: Mapping[str, Any]) -> None:
     for key, value in rows.items():
         table.add_row(str(key), str(value))
     console.print(table)
+
+
+def setting(config: type, name: str, help: str, *flags: str, **options: Any) -> Any:
+    """A ``typer.Option`` for the setting ``name`` (dotted for nested ones) of stage config ``config``.
+
+    Its help ends with the setting's default read from the config class, so that no help text
+    restates a default that could drift from the one the stage uses.
+    """
+    default = _default_of(config, name)
+    if default is not None:
+        help = f"{help} (default: {_shown(default)})"
+    return typer.Option(*flags, help=help, **options)
+
+
+def _default_of(config: type, name: str) -> Any:
+    head, _, rest = name.partition(".")
+    field = next(f for f in dataclasses.fields(config) if f.name == head)
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return None
+    return _default_of(type(value), rest) if rest else value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    setting,
+    stage_config,
+)
 from stages import evaluate as evaluate_stage
 from stages import evaluate_mos as mos_stage
 from stages import evaluate_mos_kit as kit_stage
@@ -83,7 +91,8 @@ def run(
         ),
     ] = None,
     verifier: Annotated[
-        Optional[str], typer.Option(help="SECS verifier: 'resemblyzer' (default) or a CAM++ checkpoint.")
+        Optional[str],
+        setting(evaluate_stage.EvaluateConfig, "verifier", "SECS verifier: 'resemblyzer' or a CAM++ checkpoint."),
     ] = None,
     target_manifest: Annotated[
         Optional[Path],
@@ -129,7 +138,10 @@ def run(
 def speaker(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("speaker-eval"),
     verifier: Annotated[
-        Optional[str], typer.Option(help="'resemblyzer' (default) or a CAM++ / joint checkpoint to evaluate.")
+        Optional[str],
+        setting(
+            speaker_stage.SpeakerEvalConfig, "verifier", "'resemblyzer' or a CAM++ / joint checkpoint to evaluate."
+        ),
     ] = None,
     trials: Annotated[
         Optional[Path],
@@ -143,7 +155,8 @@ def speaker(
         Optional[int], typer.Option(help="Same-speaker trials per speaker (and as many others).")
     ] = None,
     snrs: Annotated[
-        Optional[str], typer.Option(help="Noisy conditions: SNRs in dB, comma-separated (default 0,5,10; '' = none).")
+        Optional[str],
+        setting(speaker_stage.SpeakerEvalConfig, "snrs", "Noisy conditions: SNRs in dB, comma-separated ('' = none)."),
     ] = None,
     noise: NoiseFolder = None,
     config: ConfigOption = None,
@@ -181,11 +194,18 @@ def refs(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: refs/ and batch.tsv.", file_okay=False)
     ] = Path("refs"),
-    split: Annotated[Optional[str], typer.Option(help="Speakers of this split (default heldout; '' = all).")] = None,
-    per_speaker: Annotated[Optional[int], typer.Option(help="Test sentences per speaker (default 5).")] = None,
-    ref_seconds: Annotated[Optional[float], typer.Option(help="Crop of each reference clip (default 3 s).")] = None,
+    split: Annotated[
+        Optional[str], setting(refs_stage.RefsConfig, "split", "Speakers of this split ('' = all).")
+    ] = None,
+    per_speaker: Annotated[
+        Optional[int], setting(refs_stage.RefsConfig, "per_speaker", "Test sentences per speaker.")
+    ] = None,
+    ref_seconds: Annotated[
+        Optional[float], setting(refs_stage.RefsConfig, "ref_seconds", "Crop of each reference clip, seconds.")
+    ] = None,
     snrs: Annotated[
-        Optional[str], typer.Option(help="A noisy condition per SNR in dB, comma-separated (default 0; '' = none).")
+        Optional[str],
+        setting(refs_stage.RefsConfig, "snrs", "A noisy condition per SNR in dB, comma-separated ('' = none)."),
     ] = None,
     noise: NoiseFolder = None,
     config: ConfigOption = None,
@@ -224,9 +244,11 @@ def mos_kit(
     ground_truth: GroundTruth = None,
     split: Split = None,
     max_clips: MaxClips = None,
-    lists: Annotated[Optional[int], typer.Option(help="Distinct balanced orders (default 4).")] = None,
+    lists: Annotated[Optional[int], setting(kit_stage.MosKitConfig, "lists", "Distinct balanced orders.")] = None,
     per_group: Annotated[Optional[int], typer.Option(help="Clips per system x condition per rater (0 = all).")] = None,
-    checks: Annotated[Optional[int], typer.Option(help="Attention-check items per rater (default 3).")] = None,
+    checks: Annotated[
+        Optional[int], setting(kit_stage.MosKitConfig, "checks", "Attention-check items per rater.")
+    ] = None,
     title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -265,7 +287,9 @@ def mos(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("mos-report"),
     min_check_accuracy: Annotated[
         Optional[float],
-        typer.Option(help="Keep raters passing at least this fraction of attention checks (default 1)."),
+        setting(
+            mos_stage.MosConfig, "min_check_accuracy", "Keep raters passing at least this fraction of attention checks."
+        ),
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    setting,
+    stage_config,
+)
 from stages import extract_units as stage
 
 app = typer.Typer()
@@ -21,10 +29,11 @@ def extract_units(
     ],
     features: Annotated[
         Optional[str],
-        typer.Option(
+        setting(
+            stage.ExtractUnitsConfig,
+            "features",
+            "hubert | mfcc | whisper. whisper: Whisper base's encoder, packaged with the eval extra (no download).",
             "--features",
-            help="hubert | mfcc | whisper (default hubert). whisper: Whisper base's encoder, "
-            "packaged with the eval extra (no download).",
         ),
     ] = None,
     checkpoint: Annotated[
@@ -37,7 +46,7 @@ def extract_units(
         ),
     ] = None,
     layer: Annotated[
-        Optional[int], typer.Option(help="HuBERT layer, 1-based as fairseq's output_layer (default 6).")
+        Optional[int], setting(stage.ExtractUnitsConfig, "layer", "HuBERT layer, 1-based as fairseq's output_layer.")
     ] = None,
     kmeans: Annotated[
         Optional[Path],
@@ -47,9 +56,11 @@ def extract_units(
         Optional[bool], typer.Option("--dedup", help="With --kmeans: also units.dedup.tsv + durations.tsv.")
     ] = None,
     shard: Annotated[Optional[int], typer.Option(help="This job's part of the manifest, 0-based (job arrays).")] = None,
-    num_shards: Annotated[Optional[int], typer.Option(help="Parts the manifest is split into (default 1).")] = None,
+    num_shards: Annotated[
+        Optional[int], setting(stage.ExtractUnitsConfig, "num_shards", "Parts the manifest is split into.")
+    ] = None,
     batch_seconds: Annotated[
-        Optional[float], typer.Option(help="Padded audio per batch, seconds (default 60).")
+        Optional[float], setting(stage.ExtractUnitsConfig, "batch_seconds", "Padded audio per batch, seconds.")
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

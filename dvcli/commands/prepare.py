@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    setting,
+    stage_config,
+)
 from stages import prepare as stage
 
 app = typer.Typer()
@@ -18,7 +26,7 @@ def prepare(
     source: Annotated[Path, typer.Argument(help="Corpus folder.", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (receives manifest.tsv).", file_okay=False)],
     format: Annotated[
-        Optional[str], typer.Option("--format", help="auto | folder | ljspeech | vctk | libritts (default auto).")
+        Optional[str], setting(stage.PrepareConfig, "format", "auto | folder | ljspeech | vctk | libritts.", "--format")
     ] = None,
     min_duration: Annotated[Optional[float], typer.Option(help="Drop utterances shorter than this (s).")] = None,
     max_duration: Annotated[

@@ -15,6 +15,7 @@ from dvcli.commands.common import (
     SeedOption,
     SetOption,
     print_summary,
+    setting,
     stage_config,
 )
 from dvcli.logs import console
@@ -39,7 +40,8 @@ def pretrain_speaker(
         typer.Option("--init", help="Start from these weights: a 3D-Speaker campplus_*.bin or a dv checkpoint."),
     ] = None,
     model: Annotated[
-        Optional[str], typer.Option("--model", help="campplus (default) | tiny (small CAM++ for CPU demos).")
+        Optional[str],
+        setting(stage.PretrainSpeakerConfig, "model", "campplus | tiny (small CAM++ for CPU demos).", "--model"),
     ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (0 = evaluate --init only).")] = None,
     gpus: GpusOption = None,

@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dvcli.commands.common import ConfigOption, DeviceOption, SeedOption, SetOption, print_summary, stage_config
+from dvcli.commands.common import (
+    ConfigOption,
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    print_summary,
+    setting,
+    stage_config,
+)
 from stages import synthesize as stage
 
 app = typer.Typer()
@@ -39,25 +47,33 @@ def synthesize(
         Optional[str], typer.Option("--units", help='Unit ids ("12 873 5") or a units.tsv: skips text-to-unit.')
     ] = None,
     noise_scale: Annotated[
-        Optional[float], typer.Option("--noise-scale", help="Prior sampling noise (default 0.667).")
+        Optional[float], setting(stage.SynthesizeConfig, "noise_scale", "Prior sampling noise.", "--noise-scale")
     ] = None,
     noise_scale_w: Annotated[
-        Optional[float], typer.Option("--noise-scale-w", help="Duration sampling noise (default 0.8).")
+        Optional[float], setting(stage.SynthesizeConfig, "noise_scale_w", "Duration sampling noise.", "--noise-scale-w")
     ] = None,
     length_scale: Annotated[
-        Optional[float], typer.Option("--length-scale", help="> 1 speaks slower (default 1).")
+        Optional[float], setting(stage.SynthesizeConfig, "length_scale", "> 1 speaks slower.", "--length-scale")
     ] = None,
     ref_seconds: Annotated[
         Optional[float],
         typer.Option("--ref-seconds", help="Use at most this much of the reference (0 = all; paper: 3)."),
     ] = None,
     vad: Annotated[
-        Optional[bool], typer.Option("--vad/--no-vad", help="Trim non-speech at the reference's edges (default on).")
+        Optional[bool],
+        setting(
+            stage.SynthesizeConfig,
+            "vad",
+            "Keep only the reference's speech (voice-activity detection).",
+            "--vad/--no-vad",
+        ),
     ] = None,
     pause: Annotated[
-        Optional[float], typer.Option("--pause", help="Seconds of silence between sentences (default 0.25).")
+        Optional[float], setting(stage.SynthesizeConfig, "pause", "Seconds of silence between sentences.", "--pause")
     ] = None,
-    beams: Annotated[Optional[int], typer.Option("--beams", help="Text-to-unit beam width (default 5).")] = None,
+    beams: Annotated[
+        Optional[int], setting(stage.SynthesizeConfig, "beams", "Text-to-unit beam width.", "--beams")
+    ] = None,
     backend: Annotated[
         Optional[str],
         typer.Option("--backend", help="auto | pytorch | onnx (auto: ONNX Runtime on CPU, the faster there)."),

@@ -15,6 +15,7 @@ from dvcli.commands.common import (
     SeedOption,
     SetOption,
     print_summary,
+    setting,
     stage_config,
 )
 from stages import train_joint as stage
@@ -34,7 +35,7 @@ def train_joint(
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="VITS preset: base (default, ~40M) | tiny (CPU demos).")
+        str | None, setting(stage.TrainJointConfig, "model", "VITS preset: base (~40M) | tiny (CPU demos).", "--model")
     ] = None,
     steps: Annotated[
         tuple[int, int] | None,
@@ -44,18 +45,27 @@ def train_joint(
         ),
     ] = None,
     speaker_loss: Annotated[
-        str | None, typer.Option("--speaker-loss", help="Encoder sidecar loss: dino (default) | aam | none.")
+        str | None,
+        setting(stage.TrainJointConfig, "speaker_loss", "Encoder sidecar loss: dino | aam | none.", "--speaker-loss"),
     ] = None,
     ref_augment: Annotated[
         bool | None,
-        typer.Option("--ref-augment/--no-ref-augment", help="Noise/reverb on the conditioning reference (default on)."),
+        setting(
+            stage.TrainJointConfig,
+            "ref_augment",
+            "Noise/reverb on the conditioning reference.",
+            "--ref-augment/--no-ref-augment",
+        ),
     ] = None,
     freeze_speaker: Annotated[
         bool | None,
         typer.Option("--freeze-speaker", help="Keep the encoder fixed (YourTTS-style baseline; no sidecar)."),
     ] = None,
     dedup: Annotated[
-        bool | None, typer.Option("--dedup/--no-dedup", help="Collapse repeated units (default) or keep one per frame.")
+        bool | None,
+        setting(
+            stage.TrainJointConfig, "dedup", "Collapse repeated units, or keep one per frame.", "--dedup/--no-dedup"
+        ),
     ] = None,
     gpus: GpusOption = None,
     resume: ResumeOption = None,

@@ -15,6 +15,7 @@ from dvcli.commands.common import (
     SeedOption,
     SetOption,
     print_summary,
+    setting,
     stage_config,
 )
 from stages import train_t2u as stage
@@ -32,7 +33,7 @@ def train_t2u(
         Path, typer.Option("--out", "-o", help="Output folder (a Hugging Face model folder).", file_okay=False)
     ],
     model: Annotated[
-        Optional[str], typer.Option("--model", help="tiny | base: architecture from scratch (default tiny).")
+        Optional[str], setting(stage.TrainT2UConfig, "model", "tiny | base: architecture from scratch.", "--model")
     ] = None,
     init: Annotated[
         Optional[Path],
@@ -42,18 +43,22 @@ def train_t2u(
             file_okay=False,
         ),
     ] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps in all (default 3000).")] = None,
+    steps: Annotated[
+        Optional[int], setting(stage.TrainT2UConfig, "steps", "Optimisation steps in all.", "--steps")
+    ] = None,
     batch_size: Annotated[
-        Optional[int], typer.Option("--batch-size", help="Sentences per step and process (default 32).")
+        Optional[int], setting(stage.TrainT2UConfig, "batch_size", "Sentences per step and process.", "--batch-size")
     ] = None,
     learning_rate: Annotated[
         Optional[float],
         typer.Option("--learning-rate", help="Peak learning rate (default: by model; 5e-5 with --init)."),
     ] = None,
     dedup: Annotated[
-        Optional[bool], typer.Option("--dedup/--no-dedup", help="Collapse runs of repeated units (default on).")
+        Optional[bool], setting(stage.TrainT2UConfig, "dedup", "Collapse runs of repeated units.", "--dedup/--no-dedup")
     ] = None,
-    beams: Annotated[Optional[int], typer.Option("--beams", help="Beam width for evaluation (default 5).")] = None,
+    beams: Annotated[
+        Optional[int], setting(stage.TrainT2UConfig, "beams", "Beam width for evaluation.", "--beams")
+    ] = None,
     gpus: GpusOption = None,
     resume: ResumeOption = None,
     config: ConfigOption = None,
