@@ -72,6 +72,17 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert result.exit_code == 0, result.output
     files["synth"] = root / "synth" / "synth.tsv"
+    result = runner.invoke(app, ["--quiet", "evaluate", "mos-kit", str(files["synth"]), "-o", str(root / "kit")])
+    assert result.exit_code == 0, result.output
+    files["kit"] = root / "kit"
+    item = next(line.split("\t")[0] for line in (root / "kit" / "items.tsv").read_text().splitlines()[1:])
+    files["ratings"] = root / "lists" / "ratings.csv"
+    files["ratings"].write_text(f"rater,item,naturalness,similarity\nr1,{item},4,3\n")
+    result = runner.invoke(
+        app, ["--quiet", "extract-units", str(manifest), "-o", str(root / "feats"), "--features", "mfcc"]
+    )
+    assert result.exit_code == 0, result.output
+    files["features"] = root / "feats"
     return files
 
 
@@ -90,12 +101,18 @@ def _edit_cell(path: Path, column: str, value: str) -> str:
     return "\n".join([lines[0], "\t".join(cells), *lines[2:]]) + "\n"
 
 
+def _renamed_first_column(data: bytes) -> bytes:
+    """A byte-order mark, and the header's first column called ``key``."""
+    cut = min(i for i in (data.find(b"\t"), data.find(b",")) if i >= 0)
+    return b"\xef\xbb\xbfkey" + data[cut:]
+
+
 BREAKS: dict[str, Callable[[Path, Path], bytes | None]] = {
     # name -> (good file, scratch folder) -> the broken file's bytes (None: the path is a folder)
     "empty": lambda good, tmp: b"",
     "random bytes": lambda good, tmp: random.Random(7).randbytes(3000),
     "latin-1 text": lambda good, tmp: good.read_bytes().replace(b"\n", " caf\xe9\n".encode("latin-1"), 2),
-    "bom and renamed header": lambda good, tmp: b"\xef\xbb\xbfkey" + good.read_bytes().split(b"\t", 1)[1],
+    "bom and renamed header": lambda good, tmp: _renamed_first_column(good.read_bytes()),
     "nan duration": lambda good, tmp: _edit_cell(good, "duration", "nan").encode(),
     "negative duration": lambda good, tmp: _edit_cell(good, "duration", "-3").encode(),
     "unit id beyond k": lambda good, tmp: good.read_bytes().replace(b"\t", b"\t999999 ", 1),
@@ -116,6 +133,7 @@ BREAKS_OF = {
     "trials": TABLE_BREAKS,
     "batch": TABLE_BREAKS,
     "synth": TABLE_BREAKS,
+    "ratings": TABLE_BREAKS,
     "ref": FILE_BREAKS,
     "model": FILE_BREAKS,
 }
@@ -225,6 +243,13 @@ COMMANDS: dict[str, tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = 
 }
 
 
+COMMANDS["evaluate mos-kit"] = ("synth", lambda f, out: ["evaluate", "mos-kit", str(f["synth"]), "-o", str(out)])
+COMMANDS["evaluate mos"] = (
+    "ratings",
+    lambda f, out: ["evaluate", "mos", str(f["ratings"]), "--kit", str(f["kit"]), "-o", str(out)],
+)
+
+
 def _say(f: dict[str, Path], out: Path) -> list[str]:
     return ["synthesize", "--model", str(f["model"]), "--t2u", str(f["t2u"]), "--ref", str(f["ref"])] + [
         "--text",
@@ -283,3 +308,18 @@ def test_prepare_with_a_broken_transcript_table(good: dict[str, Path], tmp_path:
     errors = [line for line in result.output.splitlines() if line.startswith("dv: error")]
     assert len(errors) == 1 and table.name in errors[0] and "Traceback" not in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "random bytes", "latin-1 text", "bom and renamed header"])
+def test_cluster_with_a_broken_feature_index(good: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    import shutil
+
+    features = tmp_path / "feats"
+    shutil.copytree(good["features"], features)
+    index = features / "index.tsv"
+    index.write_bytes(BREAKS[kind](good["features"] / "index.tsv", tmp_path))
+    result = runner.invoke(app, ["--quiet", "cluster", str(features), "-o", str(tmp_path / "out"), "--k", "4"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("dv: error")]
+    assert len(errors) == 1 and "index.tsv" in errors[0] and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.lock").exists()

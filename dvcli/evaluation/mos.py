@@ -139,7 +139,7 @@ def read_items(kit: str | Path) -> dict[str, KitItem]:
         raise UserError(f"{path}: not a kit key written by `dv evaluate mos-kit`") from None
 
 
-def read_ratings(paths: Iterable[str | Path], items: dict[str, KitItem]) -> list[Rating]:
+def read_ratings(paths: Sequence[str | Path], items: dict[str, KitItem]) -> list[Rating]:
     """Read ratings CSVs (files, or folders of ``*.csv``); a rater's later answer to an item wins.
 
     Raises:
@@ -154,7 +154,8 @@ def read_ratings(paths: Iterable[str | Path], items: dict[str, KitItem]) -> list
         else:
             raise UserError(f"{p}: ratings file not found")
     if not files:
-        raise UserError("no ratings CSV files found (give the files the listening page downloaded)")
+        given = ", ".join(str(p) for p in paths)
+        raise UserError(f"{given}: no ratings CSV files found (give the files the listening page downloaded)")
     latest: dict[tuple[str, str], Rating] = {}
     for path in files:
         with io.StringIO(read_utf8(path), newline="") as f:
