@@ -266,6 +266,16 @@ def _speaker_eval(f: dict[str, Path], out: Path) -> list[str]:
 CASES = [(command, kind) for command, (input_name, _) in COMMANDS.items() for kind in BREAKS_OF[input_name]]
 
 
+def _refused(args: list[str], *, naming: str) -> None:
+    """``dv args`` exits 2 with one ``dv: error`` line that names ``naming``, and no traceback."""
+    result = runner.invoke(app, ["--quiet", *args])
+    output = result.output
+    assert result.exit_code == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("dv: error")]
+    assert len(errors) == 1 and naming in errors[0], output  # one line, naming the file
+    assert "Traceback" not in output and "internal error" not in output
+
+
 @pytest.mark.parametrize("command,kind", CASES, ids=[f"{c}: {k}" for c, k in CASES])
 def test_a_broken_input_is_one_line_exit_2_and_nothing_written(
     good: dict[str, Path], tmp_path: Path, command: str, kind: str
@@ -274,13 +284,7 @@ def test_a_broken_input_is_one_line_exit_2_and_nothing_written(
     files = dict(good)
     files[input_name] = broken = _broken(kind, good[input_name], tmp_path)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["--quiet", *build(files, out)])
-    output = result.output
-    assert result.exit_code == 2, output
-    errors = [line for line in output.splitlines() if line.startswith("dv: error")]
-    assert len(errors) == 1, output
-    assert broken.name in errors[0], output  # names the file
-    assert "Traceback" not in output and "internal error" not in output
+    _refused(build(files, out), naming=broken.name)
     leftovers = {p.name for p in tmp_path.iterdir()} - {"broken"}
     assert not leftovers, leftovers  # nothing written, not even the output lock's file
 
@@ -303,10 +307,7 @@ def test_prepare_with_a_broken_transcript_table(good: dict[str, Path], tmp_path:
         table = corpus / "metadata.csv"
         table.write_text("a|hello there|hello there\nb|good morning|good morning\n", encoding="utf-8")
     table.write_bytes(BREAKS[kind](table, tmp_path))
-    result = runner.invoke(app, ["--quiet", "prepare", str(corpus), "-o", str(tmp_path / "out")])
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("dv: error")]
-    assert len(errors) == 1 and table.name in errors[0] and "Traceback" not in result.output, result.output
+    _refused(["prepare", str(corpus), "-o", str(tmp_path / "out")], naming=table.name)
     assert not (tmp_path / "out").exists()
 
 
@@ -318,8 +319,5 @@ def test_cluster_with_a_broken_feature_index(good: dict[str, Path], tmp_path: Pa
     shutil.copytree(good["features"], features)
     index = features / "index.tsv"
     index.write_bytes(BREAKS[kind](good["features"] / "index.tsv", tmp_path))
-    result = runner.invoke(app, ["--quiet", "cluster", str(features), "-o", str(tmp_path / "out"), "--k", "4"])
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("dv: error")]
-    assert len(errors) == 1 and "index.tsv" in errors[0] and "Traceback" not in result.output, result.output
+    _refused(["cluster", str(features), "-o", str(tmp_path / "out"), "--k", "4"], naming="index.tsv")
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.lock").exists()
