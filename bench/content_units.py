@@ -40,7 +40,7 @@ from t2u_speaker_bound import bounds, readings_by_sentence  # noqa: E402
 from dvcli.manifest import read_manifest  # noqa: E402
 from dvcli.metrics import edit_distance  # noqa: E402
 from dvcli.text import normalize_text  # noqa: E402
-from dvcli.units import deduplicate, read_unit_source  # noqa: E402
+from dvcli.units.sequences import deduplicate, read_unit_source  # noqa: E402
 
 KINDS = {
     "mfcc": {"features": "mfcc"},

@@ -68,7 +68,7 @@ def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from dvcli.kmeans import assign, fit_kmeans
+    from dvcli.units.kmeans import assign, fit_kmeans
     from stages.cluster import ClusterConfig
 
     torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ from pathlib import Path
 from dvcli.manifest import read_manifest
 from dvcli.metrics import edit_distance
 from dvcli.text import normalize_text
-from dvcli.units import deduplicate, read_unit_source
+from dvcli.units.sequences import deduplicate, read_unit_source
 
 
 def readings_by_sentence(manifest: Path, units: dict[str, list[int]]) -> dict[str, dict[str, list[int]]]:

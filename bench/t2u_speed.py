@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dvcli.t2u.model import TextToUnit
+from dvcli.t2u.inference import TextToUnit
 from dvcli.testing import make_sentences, make_t2u_data
 from stages.train_t2u import TrainT2UConfig, run
 

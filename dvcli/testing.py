@@ -207,7 +207,7 @@ def make_t2u_model(
     units_per_token: float = 1.0,
     kmeans_sha256: str | None = None,
 ) -> Path:
-    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.model.TextToUnit`
+    """A randomly initialised (untrained) miniature text-to-unit folder that :class:`dvcli.t2u.inference.TextToUnit`
     loads: a SentencePiece tokenizer trained on :func:`make_sentences`, unit tokens, a 1-layer mBART.
 
     Its output is gibberish of a fixed length (``units_per_token`` per source token + 4): enough to
@@ -216,8 +216,9 @@ def make_t2u_model(
     import torch
     from transformers import MBartForConditionalGeneration
 
-    from dvcli.t2u.model import T2UArch, UnitVocab, mbart_config, restrict_output, set_generation_defaults
+    from dvcli.t2u.model import T2UArch, mbart_config, restrict_output, set_generation_defaults
     from dvcli.t2u.tokenizer import add_unit_tokens, train_text_tokenizer
+    from dvcli.t2u.vocab import UnitVocab
     from dvcli.text import normalize_text
 
     folder = Path(folder)

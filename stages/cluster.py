@@ -1,10 +1,10 @@
 """``dv cluster``: learn k-means on extracted features and write units for every utterance.
 
 Reads one or more ``dv extract-units`` folders (the shards of one extraction), fits k-means on a
-random sample of their frames (see :mod:`dvcli.kmeans`), then labels every frame. Writes:
+random sample of their frames (see :mod:`dvcli.units.kmeans`), then labels every frame. Writes:
 
 - ``units.tsv``: frame-level units (50 Hz), one line per utterance, in the order of the inputs;
-- with ``dedup``: ``units.dedup.tsv`` and ``durations.tsv`` too (see :mod:`dvcli.units`);
+- with ``dedup``: ``units.dedup.tsv`` and ``durations.tsv`` too (see :mod:`dvcli.units.sequences`);
 - ``centroids.npy``: ``(k, dim)`` float32, for ``dv extract-units --kmeans`` on new audio;
 - ``meta.json``: ``k``, ``dim``, ``frame_rate``, the features' kind/checkpoint/layer, inertia.
 
@@ -25,11 +25,12 @@ import numpy as np
 from dvcli.config import StageConfig
 from dvcli.errors import UserError, path_error
 from dvcli.features.store import FeatureStore, open_stores
-from dvcli.kmeans import assign, check_same_features, fit_kmeans, load_centroids
 from dvcli.logs import progress
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
-from dvcli.units import write_unit_files
+from dvcli.units.centroid_files import check_same_features, load_centroids
+from dvcli.units.kmeans import assign, fit_kmeans
+from dvcli.units.sequences import write_unit_files
 
 log = logging.getLogger(__name__)
 

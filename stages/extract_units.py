@@ -35,12 +35,13 @@ from dvcli.config import StageConfig
 from dvcli.errors import UserError
 from dvcli.features import HOP, WINDOW, FeatureExtractor
 from dvcli.features.store import FeatureWriter
-from dvcli.kmeans import assign, check_same_features, load_centroids
 from dvcli.logs import progress
 from dvcli.manifest import Utterance, read_manifest
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import autocast, resolve_device, resolve_precision
-from dvcli.units import write_unit_files
+from dvcli.units.centroid_files import check_same_features, load_centroids
+from dvcli.units.kmeans import assign
+from dvcli.units.sequences import write_unit_files
 
 log = logging.getLogger(__name__)
 

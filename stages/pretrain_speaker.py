@@ -31,7 +31,7 @@ from torch import nn
 
 from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
-from dvcli.augment import AugmentConfig, Augmenter
+from dvcli.augment.augmenter import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
 from dvcli.distributed import DistInfo, barrier, launch, wrap_ddp

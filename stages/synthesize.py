@@ -40,11 +40,11 @@ from dvcli.reference import ReferenceOptions, load_reference
 from dvcli.runtime import resolve_device, seed_everything
 from dvcli.synthesis.pipeline import SynthesisControls, Synthesizer, text_chunks
 from dvcli.text import normalize_text
-from dvcli.units import deduplicate
+from dvcli.units.sequences import deduplicate
 
 if TYPE_CHECKING:
     from dvcli.synthesis.pipeline import Backend
-    from dvcli.t2u.model import TextToUnit
+    from dvcli.t2u.inference import TextToUnit
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _load_t2u(config: SynthesizeConfig, joint: JointModel, device: torch.device) -> TextToUnit:
-    from dvcli.t2u.model import TextToUnit
+    from dvcli.t2u.inference import TextToUnit
 
     if config.t2u is None:
         raise UserError("text needs a text-to-unit model: give --t2u FOLDER (from dv train-t2u), or --units")
@@ -330,7 +330,7 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         return [seq]
     chunks = [c for c in text_chunks(item.text, context.config.max_words) if normalize_text(c)]
     if not chunks:
-        from dvcli.t2u.model import unreadable_characters
+        from dvcli.t2u.inference import unreadable_characters
 
         bad = "".join(dict.fromkeys(unreadable_characters(item.text)))[:20]
         detail = f" (only characters the English normaliser cannot read: {bad!r})" if bad else ""

@@ -56,7 +56,7 @@ from dvcli.training import (
     work_folder,
     write_history,
 )
-from dvcli.units import deduplicate, read_unit_source, unit_vocabulary
+from dvcli.units.sequences import deduplicate, read_unit_source, unit_vocabulary
 from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from dvcli.augment import AugmentConfig
+from dvcli.augment.augmenter import AugmentConfig
 from dvcli.config import StageConfig
 from dvcli.dino import DinoConfig
 from dvcli.joint.data import JointExample

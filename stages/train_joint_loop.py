@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dvcli.audio import SAMPLE_RATE, resample
-from dvcli.augment import Augmenter
+from dvcli.augment.augmenter import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
 from dvcli.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.errors import UserError

@@ -30,13 +30,9 @@ from dvcli.t2u.data import (
     split_by_sentence,
     unit_vocabulary_size,
 )
-from dvcli.t2u.model import (
-    PRESETS,
-    UNIT_VOCAB_FILE,
-    UnitVocab,
-    quiet_transformers,
-)
+from dvcli.t2u.model import PRESETS, quiet_transformers
 from dvcli.t2u.tokenizer import add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
+from dvcli.t2u.vocab import UNIT_VOCAB_FILE, UnitVocab
 from dvcli.training import (
     CheckpointManager,
     HistoryRow,
@@ -47,7 +43,7 @@ from dvcli.training import (
     start_work,
     work_folder,
 )
-from dvcli.units import read_unit_source
+from dvcli.units.sequences import read_unit_source
 from stages import train_t2u_loop as loop
 from stages.train_t2u_config import CHECKPOINT_KIND, HISTORY_FILE, METRICS_FILE, TrainT2UConfig
 

@@ -22,17 +22,17 @@ from dvcli.logs import progress
 from dvcli.metrics import error_rate
 from dvcli.runtime import autocast
 from dvcli.t2u.data import collate
+from dvcli.t2u.inference import TextToUnit
 from dvcli.t2u.model import (
     PRESETS,
-    TextToUnit,
     UnitLoss,
-    UnitVocab,
     mbart_config,
     quiet_transformers,
     restrict_output,
     set_generation_defaults,
 )
 from dvcli.t2u.tokenizer import SPECIALS
+from dvcli.t2u.vocab import UnitVocab
 from dvcli.training import (
     CheckpointManager,
     HistoryRow,

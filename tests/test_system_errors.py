@@ -77,7 +77,7 @@ def test_not_found_only_for_paths_that_do_not_exist(tmp_path: Path) -> None:
     """A folder where a file is expected (or a file where a folder is) says so, not 'not found';
     random bytes as a checkpoint read as 'not a checkpoint', not as a refused pickle."""
     from dvcli.checkpoint import load_checkpoint
-    from dvcli.t2u.model import TextToUnit
+    from dvcli.t2u.inference import TextToUnit
     from stages.pretrain_speaker import PretrainSpeakerConfig
     from stages.pretrain_speaker import run as pretrain
     from stages.synthesize import SynthesizeConfig

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvcli import augment
 from dvcli.audio import find_audio, load_audio
+from dvcli.augment import noises
 
 
 def mix_at_snr(
@@ -46,7 +46,7 @@ def mix_at_snr(
     start = int(rng.integers(0, len(noise))) if rng is not None else 0
     noise = np.tile(noise, reps)[start : start + len(clean)]
     # The gain is the training augmenter's, so evaluation noise and training noise mean the same SNR.
-    mixed = augment.mix_at_snr(
+    mixed = noises.mix_at_snr(
         torch.from_numpy(clean)[None].double(), torch.from_numpy(noise)[None].double(), torch.tensor([float(snr_db)])
     )[0].numpy()
     peak = np.abs(mixed).max()

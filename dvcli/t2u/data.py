@@ -19,9 +19,10 @@ import torch
 
 from dvcli.errors import path_error
 from dvcli.manifest import Utterance
-from dvcli.t2u.model import UnitVocab, unreadable_characters
+from dvcli.t2u.inference import unreadable_characters
+from dvcli.t2u.vocab import UnitVocab
 from dvcli.text import normalize_text
-from dvcli.units import UnitSource, deduplicate, unit_vocabulary
+from dvcli.units.sequences import UnitSource, deduplicate, unit_vocabulary
 
 log = logging.getLogger(__name__)
 

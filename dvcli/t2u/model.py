@@ -6,7 +6,7 @@ trained model is a Hugging Face ``save_pretrained`` folder that plain transforme
     MBartForConditionalGeneration.from_pretrained(folder)   # config.json + model.safetensors
     AutoTokenizer.from_pretrained(folder)                   # tokenizer.json + tokenizer_config.json
 
-plus ``unit_vocab.json`` (:class:`UnitVocab`): how unit ids map to token ids, and which k-means
+plus ``unit_vocab.json`` (:class:`dvcli.t2u.vocab.UnitVocab`): how unit ids map to token ids, and which k-means
 model they come from. One vocabulary is shared by encoder and decoder (mBART ties them):
 
     [ text tokens (specials <s> <pad> </s> <unk>, then pieces) | <u0> <u1> ... <u{k-1}> ]
@@ -15,7 +15,7 @@ model they come from. One vocabulary is shared by encoder and decoder (mBART tie
 The decoder may only emit unit tokens and ``</s>``: every other entry of the output layer's bias
 (``final_logits_bias``) is set to -1e4, so even a plain ``model.generate`` yields units only.
 
-Use :class:`TextToUnit` for inference::
+Use :class:`dvcli.t2u.inference.TextToUnit` for inference::
 
     t2u = TextToUnit.load("runs/t2u")
     t2u.units(["Hello there.", "A second sentence."])   # -> [[12, 873, ...], [...]]
@@ -24,115 +24,17 @@ Use :class:`TextToUnit` for inference::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
-import unicodedata
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from dvcli.atomic import write_json
-from dvcli.errors import UserError, path_error
-from dvcli.text import normalize_text
-from dvcli.units import deduplicate
+from dvcli.t2u.vocab import UnitVocab
 
 log = logging.getLogger(__name__)
 
-UNIT_VOCAB_FILE = "unit_vocab.json"
 #: Logit bias that keeps text tokens out of the decoder's output (finite, so fp16 stays finite).
 MASKED_BIAS = -1e4
-
-
-def unit_token(unit: int) -> str:
-    """The token string of unit ``unit`` (``<u17>``)."""
-    return f"<u{unit}>"
-
-
-# -- the unit vocabulary --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class UnitVocab:
-    """Where the units sit in the token vocabulary, and what they are (saved as ``unit_vocab.json``).
-
-    ``synthesize`` compares ``k`` (and ``kmeans_sha256`` when both sides know it) with the joint
-    model's, so a text-to-unit model never feeds units from another k-means model to VITS.
-    """
-
-    k: int  # number of units (k-means clusters); unit ids are 0..k-1
-    offset: int  # token id of unit 0; unit u is token offset + u
-    eos_id: int  # </s>: ends a unit sequence (and starts the decoder, as in BART)
-    pad_id: int  # padding token
-    dedup: bool = True  # trained on run-collapsed units, and output collapsed too
-    frame_rate: float | None = None  # unit frames per second before deduplication (from the k-means meta)
-    kmeans_sha256: str | None = None  # fingerprint of the k-means centroids the units came from
-    units_per_token: float = 8.0  # generation cap: units per source token (from the training data)
-    extra_units: int = 16  # generation cap: units allowed on top of units_per_token * tokens
-
-    @property
-    def target_ids(self) -> list[int]:
-        """Token ids the decoder may emit: ``</s>`` first, then the units in order (label i <-> here i)."""
-        return [self.eos_id] + list(range(self.offset, self.offset + self.k))
-
-    def tokens_of(self, units: Sequence[int]) -> list[int]:
-        """Unit ids -> token ids."""
-        return [self.offset + u for u in units]
-
-    def units_of(self, token_ids: Sequence[int]) -> list[int]:
-        """Token ids -> unit ids, stopping at ``</s>`` and skipping anything that is not a unit."""
-        units = []
-        for t in token_ids:
-            if t == self.eos_id:
-                break
-            if self.offset <= t < self.offset + self.k:
-                units.append(t - self.offset)
-        return units
-
-    def max_units(self, source_tokens: int) -> int:
-        """How many units beam search may generate for a source of ``source_tokens`` tokens."""
-        return int(math.ceil(self.units_per_token * source_tokens)) + self.extra_units
-
-    def check_compatible(self, k: int, kmeans_sha256: str | None = None, *, where: str = "the joint model") -> None:
-        """Refuse to feed these units to a model trained on other units (``dv synthesize`` calls this).
-
-        Raises:
-            UserError: different unit counts, or different k-means models when both fingerprints are known.
-        """
-        if k != self.k:
-            raise UserError(
-                f"{where} reads {k} units but the text-to-unit model writes {self.k}: "
-                "train both on the same dv cluster output"
-            )
-        if kmeans_sha256 and self.kmeans_sha256 and kmeans_sha256 != self.kmeans_sha256:
-            raise UserError(
-                f"{where} and the text-to-unit model were trained on units of different k-means "
-                "models (centroids differ): train both on the same dv cluster output"
-            )
-
-    def save(self, folder: Path) -> None:
-        write_json(Path(folder) / UNIT_VOCAB_FILE, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, folder: Path) -> UnitVocab:
-        """Read ``folder/unit_vocab.json``.
-
-        Raises:
-            UserError: the file is missing or malformed.
-        """
-        path = Path(folder) / UNIT_VOCAB_FILE
-        if not path.is_file():
-            raise path_error(
-                folder, f"no {UNIT_VOCAB_FILE}: not a dv text-to-unit folder", "train one with dv train-t2u"
-            )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            names = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{key: value for key, value in data.items() if key in names})
-        except (json.JSONDecodeError, TypeError) as err:
-            raise path_error(path, f"unreadable unit vocabulary ({err})", "retrain with dv train-t2u") from None
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -307,195 +209,3 @@ class UnitLoss(torch.nn.Module):
         )
         correct = ((logits.argmax(-1).reshape(-1) == flat_labels) & (flat_labels >= 0)).sum()
         return loss, correct
-
-
-# -- inference ------------------------------------------------------------------------------------
-
-
-def unreadable_characters(text: str) -> list[str]:
-    """Characters of ``text`` the English normaliser drops as unreadable (not mere punctuation).
-
-    Letters that do not fold to a-z (Cyrillic, CJK...) and symbols such as emoji; ASCII punctuation
-    and symbols the normaliser spells or drops on purpose (``$ % & .``) are not reported.
-    """
-    bad = []
-    for char in text:
-        category = unicodedata.category(char)
-        if char.isascii() or category[0] not in "LSN":
-            continue
-        folded = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
-        if not any(c.isalnum() for c in folded):
-            bad.append(char)
-    return bad
-
-
-class _LengthCap:
-    """Beam-search logits processor: at least one unit, at most ``limit`` units per sentence.
-
-    Rows of ``scores`` are ``batch * beams``, sentence-major, as transformers lays them out.
-    """
-
-    def __init__(self, limits: torch.Tensor, beams: int, eos_id: int, prompt_length: int = 1) -> None:
-        self.limits = limits.repeat_interleave(beams)  # (B * beams,)
-        self.eos_id = eos_id
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids.shape[1] - self.prompt_length
-        if generated == 0:
-            scores[:, self.eos_id] = -math.inf
-        over = self.limits.to(scores.device) <= generated
-        if over.any():
-            scores[over] = -math.inf
-            scores[over, self.eos_id] = 0.0
-        return scores
-
-
-class TextToUnit:
-    """A trained text-to-unit model, ready for batched beam search.
-
-    Attributes:
-        vocab: the :class:`UnitVocab` (``vocab.k``: unit vocabulary size; ``vocab.dedup``).
-        model: the ``MBartForConditionalGeneration``; ``tokenizer``: its tokenizer.
-    """
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, vocab: UnitVocab) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.vocab = vocab
-
-    @property
-    def k(self) -> int:
-        """Unit vocabulary size: every unit returned is in ``range(k)``."""
-        return self.vocab.k
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> TextToUnit:
-        """Load a ``dv train-t2u`` output folder.
-
-        Raises:
-            UserError: the folder is missing, unfinished, or not a text-to-unit model.
-        """
-        from transformers import AutoTokenizer, MBartForConditionalGeneration
-
-        folder = Path(folder)
-        if folder.is_file():
-            raise path_error(
-                folder, "is a file; a text-to-unit model is a folder", "give the dv train-t2u output folder"
-            )
-        if not folder.is_dir():
-            raise path_error(folder, "text-to-unit model folder not found", "train one with dv train-t2u")
-        vocab = UnitVocab.load(folder)
-        if not (folder / "config.json").is_file():
-            raise path_error(folder, "no config.json: the training run did not finish", "rerun dv train-t2u --resume")
-        quiet_transformers()
-        try:
-            model = MBartForConditionalGeneration.from_pretrained(folder)
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise path_error(
-                folder, f"cannot load the text-to-unit model ({first})", "retrain with dv train-t2u"
-            ) from None
-        if model.config.vocab_size < vocab.offset + vocab.k:
-            raise path_error(
-                folder,
-                f"model has {model.config.vocab_size} tokens, {UNIT_VOCAB_FILE} needs {vocab.offset + vocab.k}",
-                "the folder mixes files of two runs; retrain",
-            )
-        # generate() fills settings left unset from model.generation_config: make that ours too, not the
-        # folder's generation_config.json (which --init copies from a pretrained mBART).
-        set_generation_defaults(model, vocab, beams=model.generation_config.num_beams or 1)
-        return cls(model.to(device).eval(), tokenizer, vocab)
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Normalise and tokenise ``texts`` (one token-id list per text; empty when nothing readable is left)."""
-        ids: list[list[int]] = []
-        dropped: list[str] = []
-        limit = self.model.config.max_position_embeddings
-        for text in texts:
-            dropped += unreadable_characters(text)
-            normalized = normalize_text(text)
-            if not normalized:
-                ids.append([])
-                continue
-            tokens = self.tokenizer(normalized, add_special_tokens=True)["input_ids"]
-            if len(tokens) > limit:
-                log.warning("text-to-unit: a text of %d tokens is cut to the model's %d", len(tokens), limit)
-                tokens = tokens[: limit - 1] + tokens[-1:]
-            ids.append(tokens)
-        if dropped:
-            shown = "".join(dict.fromkeys(dropped))[:20]
-            log.warning(
-                "text-to-unit: dropped %d character(s) the English normaliser cannot read: %r", len(dropped), shown
-            )
-        unk = self.tokenizer.unk_token_id
-        if unk is not None and any(unk in seq for seq in ids):
-            log.warning("text-to-unit: some text maps to <unk> (characters the tokenizer never saw)")
-        return ids
-
-    @torch.inference_mode()
-    def units(self, texts: Sequence[str], beams: int = 5, batch_size: int = 16) -> list[list[int]]:
-        """Unit sequences for ``texts`` by batched beam search.
-
-        Texts are normalised with :func:`dvcli.text.normalize_text`; characters it cannot read are
-        dropped with a warning. A text with nothing readable gives ``[]`` (with a warning), never
-        an exception. Each output holds at most ``vocab.max_units(source tokens)`` units, and is
-        run-collapsed when the model was trained on deduplicated units.
-
-        Args:
-            texts: sentences, any length (long ones are cut to the model's maximum).
-            beams: beam width (1 = greedy).
-            batch_size: sentences decoded together (sorted by length to limit padding).
-
-        Returns:
-            One list of unit ids (each in ``range(self.k)``) per text, in the order given.
-        """
-        sources = self.encode(texts)
-        empty = sum(1 for s in sources if not s)
-        if empty:
-            log.warning("text-to-unit: %d text(s) have nothing readable after normalisation; no units for them", empty)
-        return self.units_from_tokens(sources, beams=beams, batch_size=batch_size)
-
-    @torch.inference_mode()
-    def units_from_tokens(
-        self, sources: Sequence[Sequence[int]], beams: int = 5, batch_size: int = 16
-    ) -> list[list[int]]:
-        """Like :meth:`units` for already tokenised sources (``[]`` gives ``[]``)."""
-        was_training = self.model.training
-        self.model.eval()
-        results: list[list[int]] = [[] for _ in sources]
-        order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for i, seq in zip(chunk, self._generate([list(sources[i]) for i in chunk], beams)):
-                results[i] = seq
-        self.model.train(was_training)
-        return results
-
-    def _generate(self, sources: list[list[int]], beams: int) -> list[list[int]]:
-        from transformers import LogitsProcessorList
-
-        pad = self.vocab.pad_id
-        width = max(len(s) for s in sources)
-        input_ids = torch.full((len(sources), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(sources), width), dtype=torch.long)
-        for row, seq in enumerate(sources):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        ceiling = self.model.config.max_position_embeddings - 1
-        limits = torch.tensor([min(self.vocab.max_units(len(s)), ceiling) for s in sources])
-        # max_length counts the decoder start token; +1 leaves room for </s> after the longest allowed.
-        generation = decoding_config(self.vocab, beams, max_length=int(limits.max()) + 2)
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            logits_processor=LogitsProcessorList([_LengthCap(limits, beams, self.vocab.eos_id)]),
-            generation_config=generation,
-        )  # (B, 1 + generated): the decoder start token, then units and </s>/padding
-        sequences = [self.vocab.units_of(row[1:].tolist()) for row in out.cpu()]
-        return [deduplicate(s)[0] if self.vocab.dedup else s for s in sequences]

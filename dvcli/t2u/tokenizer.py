@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dvcli.errors import UserError, path_error
-from dvcli.t2u.model import quiet_transformers, unit_token
+from dvcli.t2u.model import quiet_transformers
+from dvcli.t2u.vocab import unit_token
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dvcli.errors import UserError
 from dvcli.features import num_frames
 from dvcli.features.mfcc import MfccFeatures
 from dvcli.features.store import FeatureStore, FeatureWriter, open_stores
-from dvcli.units import deduplicate
+from dvcli.units.sequences import deduplicate
 
 
 def test_mfcc_frames_follow_hubert_and_fairseq_framing() -> None:

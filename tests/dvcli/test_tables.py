@@ -96,7 +96,7 @@ def test_manifest_durations_must_be_finite_and_not_negative(corpus: list, tmp_pa
 def test_unit_ids_are_range_checked_when_read(tmp_path: Path) -> None:
     import json
 
-    from dvcli.units import read_unit_source
+    from dvcli.units.sequences import read_unit_source
 
     (tmp_path / "units.tsv").write_text("u1\t1 2 -3\n")
     with pytest.raises(UserError, match=r"units.tsv:1: unit ids must be >= 0"):

@@ -20,11 +20,12 @@ from dvcli.errors import UserError
 from dvcli.manifest import read_manifest, read_units, write_manifest, write_units
 from dvcli.metrics import error_rate
 from dvcli.t2u.data import pair_examples, split_by_sentence
-from dvcli.t2u.model import TextToUnit, UnitVocab
+from dvcli.t2u.inference import TextToUnit
+from dvcli.t2u.vocab import UnitVocab
 from dvcli.testing import make_sentences, make_t2u_data
 from dvcli.text import normalize_text
 from dvcli.training import CheckpointManager
-from dvcli.units import deduplicate, read_unit_source
+from dvcli.units.sequences import deduplicate, read_unit_source
 from stages.train_t2u import TrainT2UConfig, run, work_folder
 
 runner = CliRunner()

@@ -14,20 +14,13 @@ import torch
 from dvcli.errors import UserError
 from dvcli.manifest import Utterance, read_manifest, write_units
 from dvcli.t2u.data import collate, pair_examples, split_by_sentence, unit_vocabulary_size
-from dvcli.t2u.model import (
-    PRESETS,
-    TextToUnit,
-    UnitLoss,
-    UnitVocab,
-    mbart_config,
-    restrict_output,
-    set_generation_defaults,
-    unreadable_characters,
-)
+from dvcli.t2u.inference import TextToUnit, unreadable_characters
+from dvcli.t2u.model import PRESETS, UnitLoss, mbart_config, restrict_output, set_generation_defaults
 from dvcli.t2u.tokenizer import NORMALIZED_ALPHABET, add_unit_tokens, train_text_tokenizer
+from dvcli.t2u.vocab import UnitVocab
 from dvcli.testing import make_sentences, make_t2u_data, make_t2u_model, pseudo_units
 from dvcli.text import normalize_text
-from dvcli.units import UnitSource, deduplicate, read_unit_source
+from dvcli.units.sequences import UnitSource, deduplicate, read_unit_source
 
 
 def test_pseudo_units_are_deterministic_with_runs_and_realistic_lengths() -> None:

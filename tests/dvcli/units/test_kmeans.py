@@ -12,7 +12,8 @@ import torch
 from sklearn.cluster import MiniBatchKMeans
 
 from dvcli.errors import UserError
-from dvcli.kmeans import assign, fit_kmeans, kmeans_plus_plus, load_centroids, read_sklearn_kmeans
+from dvcli.units.centroid_files import load_centroids, read_sklearn_kmeans
+from dvcli.units.kmeans import assign, fit_kmeans, kmeans_plus_plus
 
 
 def blobs(n_centres: int, per: int, dim: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

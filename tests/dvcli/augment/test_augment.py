@@ -11,14 +11,9 @@ import soundfile as sf
 import torch
 
 from dvcli.audio import find_audio, tile_to
-from dvcli.augment import (
-    NOISE_KINDS,
-    AugmentConfig,
-    Augmenter,
-    apply_rir,
-    generated_rirs,
-    mix_at_snr,
-)
+from dvcli.augment.augmenter import NOISE_KINDS, AugmentConfig, Augmenter
+from dvcli.augment.noises import mix_at_snr
+from dvcli.augment.reverb import apply_rir, generated_rirs
 from dvcli.errors import UserError
 from dvcli.testing import voice
 
