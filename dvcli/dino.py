@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dvcli.distributed import all_reduce_sum, is_initialized
+from dvcli.training.distributed import all_reduce_sum, is_initialized
 
 
 @dataclasses.dataclass(kw_only=True)

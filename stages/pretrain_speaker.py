@@ -34,7 +34,6 @@ from dvcli.audio import check_readable
 from dvcli.augment.augmenter import AugmentConfig, Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.config import StageConfig, to_dict
-from dvcli.distributed import DistInfo, barrier, launch, wrap_ddp
 from dvcli.errors import UserError
 from dvcli.evaluation.noise import NoiseSource
 from dvcli.features.fbank import KaldiFbank
@@ -64,21 +63,18 @@ from dvcli.speaker.verification import (
     write_results,
     write_trials,
 )
-from dvcli.training import (
-    CheckpointManager,
-    HistoryRow,
+from dvcli.training.checkpoints import CheckpointManager, step_generator
+from dvcli.training.distributed import DistInfo, barrier, launch, wrap_ddp
+from dvcli.training.history import HistoryRow, window_mean, write_history
+from dvcli.training.schedule import grad_norm, warmup_cosine
+from dvcli.training.work import (
     check_output,
     check_unfinished,
     clean_up_unstarted,
-    grad_norm,
     resume_point,
     start_work,
-    step_generator,
     summary_writer,
-    warmup_cosine,
-    window_mean,
     work_folder,
-    write_history,
 )
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,6 @@ import torch
 from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
 from dvcli.checkpoint import load_checkpoint
-from dvcli.distributed import launch
 from dvcli.errors import UserError
 from dvcli.joint.data import JointExample
 from dvcli.joint.model import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
@@ -46,15 +45,15 @@ from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output
 from dvcli.speaker.encoder import MIN_SECONDS, load_speaker_encoder
-from dvcli.training import (
-    HistoryRow,
+from dvcli.training.distributed import launch
+from dvcli.training.history import HistoryRow, write_history
+from dvcli.training.work import (
     check_output,
     check_unfinished,
     clean_up_unstarted,
     resume_point,
     start_work,
     work_folder,
-    write_history,
 )
 from dvcli.units.sequences import deduplicate, read_unit_source, unit_vocabulary
 from stages.train_joint_config import Plan, TrainJointConfig

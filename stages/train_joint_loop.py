@@ -20,7 +20,6 @@ import torch
 from dvcli.audio import SAMPLE_RATE, resample
 from dvcli.augment.augmenter import Augmenter
 from dvcli.dino import DinoHead, DinoLoss, ema_update, embedding_std, make_teacher, teacher_momentum
-from dvcli.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.errors import UserError
 from dvcli.joint.data import JointDataset, collate, random_crops
 from dvcli.joint.model import TRAIN_KIND
@@ -32,14 +31,11 @@ from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.runtime import resolve_precision
 from dvcli.speaker.encoder import SpeakerFrontend
-from dvcli.training import (
-    CheckpointManager,
-    HistoryRow,
-    grad_norm,
-    step_generator,
-    summary_writer,
-    window_mean,
-)
+from dvcli.training.checkpoints import CheckpointManager, step_generator
+from dvcli.training.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
+from dvcli.training.history import HistoryRow, window_mean
+from dvcli.training.schedule import grad_norm
+from dvcli.training.work import summary_writer
 from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from dvcli.atomic import atomic_write_bytes, output_lock
-from dvcli.distributed import launch
 from dvcli.errors import UserError
 from dvcli.manifest import read_manifest
 from dvcli.outputs import add_meta, stage_output
@@ -33,9 +32,10 @@ from dvcli.t2u.data import (
 from dvcli.t2u.model import PRESETS, quiet_transformers
 from dvcli.t2u.tokenizer import add_unit_tokens, load_pretrained_tokenizer, train_text_tokenizer
 from dvcli.t2u.vocab import UNIT_VOCAB_FILE, UnitVocab
-from dvcli.training import (
-    CheckpointManager,
-    HistoryRow,
+from dvcli.training.checkpoints import CheckpointManager
+from dvcli.training.distributed import launch
+from dvcli.training.history import HistoryRow
+from dvcli.training.work import (
     check_output,
     check_unfinished,
     clean_up_unstarted,
@@ -218,8 +218,8 @@ def _check(config: TrainT2UConfig) -> None:
 
 
 def _prepare_work(work: Path, out: Path, config: TrainT2UConfig) -> bool:
-    """Set up ``work`` for this run as every trainer does (:func:`dvcli.training.resume_point`,
-    :func:`~dvcli.training.check_unfinished`, :func:`~dvcli.training.start_work`); True when resuming.
+    """Set up ``work`` for this run as every trainer does (:func:`dvcli.training.work.resume_point`,
+    :func:`~dvcli.training.work.check_unfinished`, :func:`~dvcli.training.work.start_work`); True when resuming.
 
     Resuming a finished run (e.g. with more ``--steps``) first rebuilds its work folder from ``OUT``.
 

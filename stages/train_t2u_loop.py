@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from dvcli.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.errors import UserError
 from dvcli.logs import progress
 from dvcli.metrics import error_rate
@@ -33,15 +32,11 @@ from dvcli.t2u.model import (
 )
 from dvcli.t2u.tokenizer import SPECIALS
 from dvcli.t2u.vocab import UnitVocab
-from dvcli.training import (
-    CheckpointManager,
-    HistoryRow,
-    restore_rng,
-    summary_writer,
-    warmup_cosine,
-    window_mean,
-    write_history,
-)
+from dvcli.training.checkpoints import CheckpointManager, restore_rng
+from dvcli.training.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
+from dvcli.training.history import HistoryRow, window_mean, write_history
+from dvcli.training.schedule import warmup_cosine
+from dvcli.training.work import summary_writer
 from stages.train_t2u_config import CHECKPOINT_KIND, HISTORY_FILE, METRICS_FILE, TrainT2UConfig
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,6 @@ noisy evaluation trials. Each sample of a ``(B, T)`` batch is, independently:
    kind (white, pink, brown, babble of corpus utterances, mains hum, traffic-like rumble).
 
 Every random draw comes from the ``torch.Generator`` passed in (from
-:func:`dvcli.training.step_generator` during training), so a resumed run augments exactly as the
+:func:`dvcli.training.checkpoints.step_generator` during training), so a resumed run augments exactly as the
 uninterrupted one would have, whatever the device.
 """

@@ -1,7 +1,7 @@
 """Training data of ``dv train-joint``: (units, waveform, speaker) examples, batches and random crops.
 
 The dataset only reads; everything random (reference crops, DINO views, augmentation) happens in
-the training step from :func:`dvcli.training.step_generator`, so a resumed run draws the same.
+the training step from :func:`dvcli.training.checkpoints.step_generator`, so a resumed run draws the same.
 """
 
 from __future__ import annotations

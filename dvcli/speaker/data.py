@@ -8,7 +8,7 @@ import torch
 
 from dvcli.audio import SAMPLE_RATE, load_audio, tile_to
 from dvcli.manifest import Utterance
-from dvcli.training import step_generator
+from dvcli.training.checkpoints import step_generator
 
 
 class SpeakerCrops(torch.utils.data.Dataset):

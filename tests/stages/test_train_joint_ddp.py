@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from dvcli.config import load_config
-from dvcli.distributed import DistInfo, launch
 from dvcli.joint.data import collate
 from dvcli.manifest import read_manifest, write_units
 from dvcli.models.vits.train_step import unwrap
 from dvcli.testing import make_corpus
+from dvcli.training.distributed import DistInfo, launch
 from stages.prepare import PrepareConfig
 from stages.prepare import run as prepare
 from stages.train_joint import TrainJointConfig, make_plan

@@ -24,7 +24,7 @@ from dvcli.t2u.inference import TextToUnit
 from dvcli.t2u.vocab import UnitVocab
 from dvcli.testing import make_sentences, make_t2u_data
 from dvcli.text import normalize_text
-from dvcli.training import CheckpointManager
+from dvcli.training.checkpoints import CheckpointManager
 from dvcli.units.sequences import deduplicate, read_unit_source
 from stages.train_t2u import TrainT2UConfig, run, work_folder
 

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dvcli.training import (
-    CheckpointManager,
-    capture_rng,
-    restore_rng,
-    step_generator,
-    warmup_cosine,
-    window_mean,
-    write_history,
-)
+from dvcli.training.checkpoints import CheckpointManager, capture_rng, restore_rng, step_generator
+from dvcli.training.history import window_mean, write_history
+from dvcli.training.schedule import warmup_cosine
 
 
 def _run(folder: Path, steps: int, stop_at: int | None = None, resume: bool = False) -> list[float]:
@@ -90,7 +84,7 @@ def test_work_folder_start_and_the_unfinished_run_check(tmp_path: Path) -> None:
     import dataclasses
 
     from dvcli.errors import UserError
-    from dvcli.training import check_unfinished, start_work
+    from dvcli.training.work import check_unfinished, start_work
 
     @dataclasses.dataclass
     class Settings:
@@ -111,7 +105,7 @@ def test_work_folder_start_and_the_unfinished_run_check(tmp_path: Path) -> None:
 
 
 def test_clean_up_unstarted_keeps_only_runs_with_a_checkpoint(tmp_path: Path) -> None:
-    from dvcli.training import clean_up_unstarted
+    from dvcli.training.work import clean_up_unstarted
 
     work = tmp_path / "out.partial"
     (work / "tensorboard").mkdir(parents=True)

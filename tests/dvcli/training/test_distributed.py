@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from dvcli.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, launch, wrap_ddp
 from dvcli.errors import UserError
+from dvcli.training.distributed import DistInfo, DistributedBucketSampler, all_reduce_mean, launch, wrap_ddp
 
 
 def _train_two_steps(info: DistInfo, data: torch.Tensor, target: torch.Tensor) -> dict:
@@ -86,7 +86,7 @@ def test_torchrun_environment_is_honoured(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(
         "import sys, torch\n"
-        "from dvcli.distributed import launch, all_reduce_sum\n"
+        "from dvcli.training.distributed import launch, all_reduce_sum\n"
         "def fn(info):\n"
         "    total = all_reduce_sum(torch.tensor([info.rank + 1.0]))\n"
         "    if info.is_main:\n"
@@ -95,7 +95,7 @@ def test_torchrun_environment_is_honoured(tmp_path) -> None:
         # what a stage does after training (write its outputs) must happen on rank 0 only
         f"open({str(tmp_path / 'after.txt')!r}, 'a').write('written\\n')\n"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         capture_output=True,
@@ -123,7 +123,7 @@ def test_sampler_with_fewer_batches_than_processes_gives_each_one_a_batch() -> N
 def test_torch_threads_sets_and_restores_for_cpu_only() -> None:
     import torch
 
-    from dvcli.distributed import torch_threads
+    from dvcli.training.distributed import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1, torch.device("cpu")):
@@ -139,7 +139,7 @@ def test_leaving_frees_what_still_holds_the_group_first(tmp_path) -> None:
     import gc
     import weakref
 
-    from dvcli.distributed import _leave
+    from dvcli.training.distributed import _leave
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     ddp = wrap_ddp(torch.nn.Linear(2, 1), DistInfo(rank=0, world_size=2))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import logging
 import math
 import os
 import pickle
@@ -35,8 +34,6 @@ import torch.multiprocessing as mp
 
 from dvcli.errors import UserError
 from dvcli.runtime import resolve_device
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
