@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import path_error
 from dvcli.features.fairseq import FairseqHubertConfig, hubert_config, read_fairseq
 
@@ -276,7 +277,7 @@ class HubertFeatures(nn.Module):
         self.normalize = normalize
         self.source = source
         self.dim = int(config.hidden_size)
-        self.sample_rate = 16000
+        self.sample_rate = SAMPLE_RATE
         self.strides = list(config.conv_stride)
         self.kernels = list(config.conv_kernel)
         self.frame_rate = self.sample_rate / math.prod(self.strides)
@@ -357,7 +358,7 @@ def load_hubert(path: str | Path, layer: int = 6, *, normalize: bool | None = No
     else:
         model, cfg = model_from_fairseq(path)
         default_normalize = cfg.normalize
-        if cfg.sample_rate != 16000:
+        if cfg.sample_rate != SAMPLE_RATE:
             raise path_error(path, f"was trained on {cfg.sample_rate} Hz audio; dv's HuBERT path reads 16 kHz")
     layers = model.config.num_hidden_layers
     if not 1 <= layer <= layers:
