@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -98,27 +96,9 @@ def main() -> None:
 
 
 def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    cmd = [
-        str(python),
-        str(Path(__file__).resolve()),
-        "--worker",
-        *extra,
-        "--seconds",
-        str(args.seconds),
-        "--threads",
-        str(args.threads),
-        "--steps",
-        str(args.steps),
-        "--seed",
-        str(args.seed),
-        "--onnx-dir",
-        str(args.onnx_dir),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        sys.exit(f"worker {' '.join(extra)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    options = {"seconds": args.seconds, "threads": args.threads, "steps": args.steps, "seed": args.seed}
+    options["onnx_dir"] = args.onnx_dir
+    return coqui_bench.run_script_worker(python, Path(__file__).resolve(), args.threads, options, *extra)
 
 
 # -- workers (run inside the Coqui venv) ------------------------------------------------------------

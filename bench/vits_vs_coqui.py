@@ -76,25 +76,18 @@ def ensure_venv(own_torch: bool) -> Path:
 
 
 def run_worker(python: Path, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    cmd = [
-        str(python),
-        str(Path(__file__).resolve()),
-        "--worker",
-        *extra,
-        "--batch",
-        str(args.batch),
-        "--seconds",
-        str(args.seconds),
-        "--threads",
-        str(args.threads),
-        "--steps",
-        str(args.steps),
-        "--device",
-        args.device,
-        "--seed",
-        str(args.seed),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
+    options = {"batch": args.batch, "seconds": args.seconds, "threads": args.threads, "steps": args.steps}
+    options.update(device=args.device, seed=args.seed)
+    return run_script_worker(python, Path(__file__).resolve(), args.threads, options, *extra)
+
+
+def run_script_worker(python: Path, script: Path, threads: int, options: dict[str, Any], *extra: str) -> dict[str, Any]:
+    """Run ``script --worker EXTRA --OPTION VALUE ...`` with ``python`` on ``threads`` OpenMP threads;
+    its last stdout line is the JSON result (also used by ``bench/synth_rtf.py``)."""
+    cmd = [str(python), str(script), "--worker", *extra]
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         sys.exit(f"worker {' '.join(extra)} failed:\n{out.stderr[-3000:]}")

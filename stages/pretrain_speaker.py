@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +70,7 @@ from dvcli.training.work import (
     check_output,
     check_unfinished,
     clean_up_unstarted,
+    finish_work,
     resume_point,
     start_work,
     summary_writer,
@@ -302,10 +302,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         eer = {name: {cond: r.eer for cond, r in row.items()} for name, row in results.items()}
         add_meta(tmp, eer=eer, parameters=sum(p.numel() for p in encoder.parameters()), speakers=len(split.speakers))
     # Published: move the training state in (a crash here loses nothing, it stays in OUT.partial).
-    for name in ("checkpoints", "tensorboard"):
-        if (work / name).is_dir():
-            shutil.move(str(work / name), str(out / name))
-    shutil.rmtree(work, ignore_errors=True)
+    finish_work(work, out)
     return PretrainSpeakerResult(
         out=out,
         steps=config.steps,

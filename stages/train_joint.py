@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from dvcli.training.work import (
     check_output,
     check_unfinished,
     clean_up_unstarted,
+    finish_work,
     resume_point,
     start_work,
     work_folder,
@@ -170,11 +170,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
             mel_l1_last=last,
             **{k: v for k, v in info.items() if k != "speakers"},
         )
-    for name in ("checkpoints", "tensorboard"):
-        if (work / name).is_dir():
-            shutil.rmtree(out / name, ignore_errors=True)
-            shutil.move(str(work / name), str(out / name))
-    shutil.rmtree(work, ignore_errors=True)
+    finish_work(work, out)
     return TrainJointResult(
         out=out,
         steps=steps,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,16 @@ def summary_writer(work: Path, *, purge_step: int | None = None) -> Any:
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
     return SummaryWriter(str(work / "tensorboard"), purge_step=purge_step)
+
+
+def finish_work(work: Path, out: Path) -> None:
+    """After ``out`` is published: move the run's ``checkpoints/`` and ``tensorboard/`` into it
+    (replacing any there) and remove the work folder.
+
+    A crash before this leaves them in ``work``, from where ``--resume`` still finds them.
+    """
+    for name in ("checkpoints", "tensorboard"):
+        if (work / name).is_dir():
+            shutil.rmtree(out / name, ignore_errors=True)
+            shutil.move(str(work / name), str(out / name))
+    shutil.rmtree(work, ignore_errors=True)
