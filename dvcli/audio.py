@@ -170,6 +170,28 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return AF.resample(wav, orig_rate, new_rate)
 
 
+def pcm16(wav: torch.Tensor) -> bytes:
+    """``(T,)`` float audio as 16-bit little-endian PCM bytes (clipped to [-1, 1], rounded)."""
+    data = np.clip(wav.detach().cpu().float().numpy(), -1.0, 1.0)
+    return np.round(data * 32767).astype("<i2").tobytes()
+
+
+def wav_stream_header(sample_rate: int, channels: int = 1) -> bytes:
+    """A 16-bit PCM WAV header for a stream of unknown length (sizes 0xFFFFFFFF, as ``sox`` and
+    ``ffmpeg`` write to pipes); players read the samples after it until the stream ends."""
+    import struct
+
+    block = 2 * channels
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
 def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
     """Write ``(T,)`` or ``(C, T)`` float audio atomically; the format follows the file suffix.
 

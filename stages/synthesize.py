@@ -22,6 +22,7 @@ import dataclasses
 import io
 import logging
 import re
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from dvcli.audio import OUTPUT_SUFFIXES, save_audio
+from dvcli.audio import OUTPUT_SUFFIXES, pcm16, save_audio, wav_stream_header
 from dvcli.config import StageConfig
 from dvcli.errors import UserError, path_error
 from dvcli.joint.model import JointModel, load_joint
@@ -38,7 +39,7 @@ from dvcli.manifest import read_units, read_utf8
 from dvcli.outputs import add_meta, stage_output
 from dvcli.reference import ReferenceOptions, load_reference
 from dvcli.runtime import resolve_device, seed_everything
-from dvcli.synthesis.pipeline import SynthesisControls, Synthesizer, text_chunks
+from dvcli.synthesis.pipeline import SynthesisControls, Synthesizer, join_with_pauses, text_chunks
 from dvcli.text import normalize_text
 from dvcli.units.sequences import deduplicate
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYNTH_FILE = "synth.tsv"
+#: ``out`` (and ``text_file``) meaning standard output (standard input).
+STDOUT = "-"
 SYNTH_COLUMNS = ["id", "text", "ref", "condition", "out", "seconds", "rtf"]
 #: Columns of a batch list that hold paths (resolved against the list's folder, written absolute).
 PATH_COLUMNS = ("ref", "ref_clean")
@@ -59,7 +62,7 @@ class SynthesizeConfig(StageConfig):
     """Settings of ``dv synthesize``."""
 
     model: Path  # dv train-joint output folder (or its model.pt)
-    out: Path  # a .wav/.flac file (one text), or a folder (batch)
+    out: Path  # a .wav/.flac file (one text), "-" (stream to standard output), or a folder (batch)
     t2u: Path | None = None  # dv train-t2u output folder (not needed with units)
     ref: Path | None = None  # reference clip of the voice to clone (one text)
     text: str = ""  # what to say (one text)
@@ -76,6 +79,7 @@ class SynthesizeConfig(StageConfig):
     ref_seconds: float = 0.0  # use at most this much of the reference (after trimming); 0 = all (paper: 3)
     vad: bool = True  # trim non-speech at the reference's edges
     backend: Literal["auto", "pytorch", "onnx"] = "auto"  # auto = ONNX Runtime on CPU when installed
+    stream_format: Literal["wav", "raw"] = "wav"  # with out "-": a WAV stream, or raw 16-bit PCM (piper's --output-raw)
 
 
 @dataclasses.dataclass
@@ -139,6 +143,8 @@ def run(config: SynthesizeConfig) -> SynthesizeResult:
     )
     options = ReferenceOptions(max_seconds=config.ref_seconds, vad=config.vad)
     context = _Context(config, joint, synthesizer, t2u, controls, options)
+    if config.batch is None and str(config.out) == STDOUT:
+        return _run_stream(context, items[0])
     if config.batch is None:
         return _run_single(context, items[0])
     return _run_batch(context, items)
@@ -198,11 +204,13 @@ def _check_modes(config: SynthesizeConfig) -> None:
         raise UserError("give only one of --text, --text-file and --units")
     if config.ref is None:
         raise UserError("give the voice to clone with --ref clip.wav")
+    if str(config.out) == STDOUT:
+        return
     if config.out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise path_error(
             config.out,
             "output of one text must be a sound file",
-            f"end it in {' or '.join(OUTPUT_SUFFIXES)}; use --batch for a folder",
+            f"end it in {' or '.join(OUTPUT_SUFFIXES)}, or give - to stream it; use --batch for a folder",
         )
 
 
@@ -213,7 +221,9 @@ def _single_item(config: SynthesizeConfig) -> _Item:
     if not config.ref.is_file():
         raise path_error(config.ref, "reference clip not found", "check the --ref path")
     text = config.text
-    if config.text_file is not None:
+    if config.text_file is not None and str(config.text_file) == STDOUT:
+        text = sys.stdin.read()
+    elif config.text_file is not None:
         text = read_utf8(config.text_file)
     units = None
     if config.units:
@@ -373,6 +383,60 @@ def _run_single(context: _Context, item: _Item) -> SynthesizeResult:
     seconds = wav.shape[0] / context.synthesizer.sample_rate
     log.info("wrote %s (%.2f s, real-time factor %.3f)", config.out, seconds, spent / max(seconds, 1e-9))
     return SynthesizeResult(config.out, 1, seconds, spent, [], context.synthesizer.backend.name)
+
+
+def _run_stream(context: _Context, item: _Item) -> SynthesizeResult:
+    """Speak ``item`` sentence by sentence to standard output, each sentence written as soon as it
+    is synthesized, so a player at the other end of a pipe starts after the first one.
+
+    The stream is a WAV of unknown length (``stream_format=wav``) or raw 16-bit mono PCM at the
+    model's rate (``raw``). Sentences draw their noise one after another from one seeded generator,
+    so the audio differs from ``-o FILE``'s (which decodes sentences in length-sorted batches).
+    """
+    config, synthesizer = context.config, context.synthesizer
+    rate = synthesizer.sample_rate
+    sink = sys.stdout.buffer
+    start = time.perf_counter()
+    speaker = _speaker(context, item.ref)
+    rng = torch.Generator().manual_seed(config.seed)
+    sentences = [item] if item.units is not None else _sentence_items(context, item)
+    if config.stream_format == "wav":
+        sink.write(wav_stream_header(rate))
+    pause = torch.zeros(int(config.pause * rate))
+    samples, first_audio = 0, None
+    for index, sentence in enumerate(sentences):
+        try:
+            sequences = _unit_sequences(context, sentence)
+        except UserError:
+            if len(sentences) == 1:
+                raise
+            log.warning("%s: sentence %d gave nothing to say; skipped", item.id, index + 1)
+            continue
+        wav = join_with_pauses(synthesizer.infer(sequences, speaker, context.controls, rng), len(pause))
+        if samples:
+            sink.write(pcm16(pause))
+            samples += len(pause)
+        sink.write(pcm16(wav))
+        sink.flush()
+        samples += wav.shape[0]
+        first_audio = first_audio if first_audio is not None else time.perf_counter() - start
+    spent = time.perf_counter() - start
+    seconds = samples / rate
+    log.info(
+        "streamed %.2f s of audio (%s, %d Hz) to standard output; first audio after %.2f s, real-time factor %.3f",
+        seconds,
+        "WAV" if config.stream_format == "wav" else "raw 16-bit PCM",
+        rate,
+        first_audio or 0.0,
+        spent / max(seconds, 1e-9),
+    )
+    return SynthesizeResult(config.out, 1, seconds, spent, [], synthesizer.backend.name)
+
+
+def _sentence_items(context: _Context, item: _Item) -> list[_Item]:
+    """``item`` as one item per sentence (text chunks), in order."""
+    chunks = text_chunks(item.text, context.config.max_words) or [item.text]
+    return [dataclasses.replace(item, text=chunk) for chunk in chunks]
 
 
 def _file_name(uid: str, taken: set[str]) -> str:

@@ -26,7 +26,12 @@ def synthesize(
     model: Annotated[Path, typer.Option("--model", help="dv train-joint output folder (or its model.pt).")],
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", "-o", help="A .wav/.flac file for one text; a folder (wavs + synth.tsv) with --batch."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="A .wav/.flac file for one text, or - to stream it to standard output sentence by sentence; "
+            "a folder (wavs + synth.tsv) with --batch.",
+        ),
     ] = None,
     t2u: Annotated[
         Optional[Path], typer.Option("--t2u", help="dv train-t2u output folder (not needed with --units).")
@@ -38,7 +43,7 @@ def synthesize(
         Optional[str], typer.Option("--text", help="What to say (long text is split into sentences).")
     ] = None,
     text_file: Annotated[
-        Optional[Path], typer.Option("--text-file", help="Read the text from this UTF-8 file.")
+        Optional[Path], typer.Option("--text-file", help="Read the text from this UTF-8 file (- = standard input).")
     ] = None,
     batch: Annotated[
         Optional[Path], typer.Option("--batch", help="TSV list with columns id, text, ref [, condition, ...].")
@@ -78,6 +83,15 @@ def synthesize(
         Optional[str],
         typer.Option("--backend", help="auto | pytorch | onnx (auto: ONNX Runtime on CPU, the faster there)."),
     ] = None,
+    stream_format: Annotated[
+        Optional[str],
+        setting(
+            stage.SynthesizeConfig,
+            "stream_format",
+            "With -o -: wav (a WAV stream of unknown length) | raw (16-bit mono PCM at the model's rate).",
+            "--stream-format",
+        ),
+    ] = None,
     export_onnx: Annotated[
         Optional[Path],
         typer.Option(
@@ -96,6 +110,8 @@ def synthesize(
     The reference is resampled to 16 kHz mono, trimmed, level-normalised and embedded once; text is split into sentences, turned into units by the text-to-unit model, synthesised in batches and joined with short pauses. The same --seed gives the same audio.
 
     Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text "Hello there." -o out.wav
+
+    Example: dv synthesize --model runs/joint --t2u runs/t2u --ref clip.wav --text-file story.txt -o - | aplay
 
     Example: dv synthesize --model runs/joint --t2u runs/t2u --batch list.tsv -o runs/synth   (then: dv evaluate run runs/synth)
 
@@ -127,6 +143,7 @@ def synthesize(
         pause=pause,
         beams=beams,
         backend=backend,
+        stream_format=stream_format,
         device=device,
         seed=seed,
     )

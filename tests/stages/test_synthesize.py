@@ -64,11 +64,11 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: spec[0] for name, spec in files.items()}
 
 
-def _cli(models: dict[str, Path], *args: str, t2u: str = "t2u", backend: str = "pytorch"):
+def _cli(models: dict[str, Path], *args: str, t2u: str = "t2u", backend: str = "pytorch", input: str | None = None):
     base = ["synthesize", "--model", str(models["joint"]), "--backend", backend, "--beams", "1"]
     if t2u:
         base += ["--t2u", str(models[t2u])]
-    return runner.invoke(app, base + list(args))
+    return runner.invoke(app, base + list(args), input=input)
 
 
 def _zero_runs(x: np.ndarray, at_least: int) -> int:
@@ -269,3 +269,40 @@ def test_a_batch_where_nothing_can_be_made_leaves_no_folder(models, refs, tmp_pa
     result = _cli(models, "--batch", str(listing), "-o", str(tmp_path / "synth"))
     assert result.exit_code == 2 and "no row could be synthesized" in result.output
     assert not (tmp_path / "synth").exists()
+
+
+THREE = "The quiet river waits. A small bird sings at dawn. We walk home before the rain."
+
+
+def test_streaming_to_standard_output_writes_each_sentence_as_it_is_made(
+    models, refs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stages.synthesize as stage
+    from dvcli.synthesis.pipeline import Synthesizer
+
+    events: list[str] = []
+    infer, pcm16 = Synthesizer.infer, stage.pcm16
+    monkeypatch.setattr(Synthesizer, "infer", lambda self, *a, **k: events.append("infer") or infer(self, *a, **k))
+    monkeypatch.setattr(stage, "pcm16", lambda wav: events.append("write") or pcm16(wav))
+    result = _cli(models, "--ref", str(refs["clean"]), "--text", THREE, "-o", "-")
+    assert result.exit_code == 0, result.output
+    # Each sentence reaches the pipe before the next one is synthesized (pauses are writes too).
+    assert events == ["infer", "write", "infer", "write", "write", "infer", "write", "write"]
+    data = result.stdout_bytes
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt " and data[36:40] == b"data"
+    rate = int.from_bytes(data[24:28], "little")
+    samples = np.frombuffer(data[44:], dtype="<i2")
+    assert rate == 16000 and len(data[44:]) % 2 == 0
+    assert _zero_runs(samples.astype(np.float32), int(0.2 * rate)) >= 2  # the two pauses between sentences
+
+
+def test_raw_stream_and_text_from_standard_input(models, refs) -> None:
+    result = _cli(
+        models, "--ref", str(refs["clean"]), "--text-file", "-", "-o", "-", "--stream-format", "raw", input=THREE
+    )
+    assert result.exit_code == 0, result.output
+    raw = result.stdout_bytes
+    assert raw[:4] != b"RIFF" and len(raw) % 2 == 0 and len(raw) > 2 * 16000  # over a second of 16-bit PCM
+    # The same audio as the WAV stream, after its 44-byte header.
+    wav = _cli(models, "--ref", str(refs["clean"]), "--text", THREE, "-o", "-").stdout_bytes
+    assert wav[44:] == raw
