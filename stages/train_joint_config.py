@@ -23,7 +23,9 @@ class TrainJointConfig(StageConfig):
     units: Path = Path("data/units")  # a dv cluster folder or a units.tsv with every training utterance
     speaker: Path | None = None  # dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin; none = random CAM++
     out: Path = Path("runs/joint")  # output folder
-    model: Literal["base", "tiny"] = "base"  # VITS preset (base = the paper's ~40M generator)
+    model: Literal["base", "tiny", "medium", "low"] = (
+        "base"  # VITS preset (base: the paper's ~40M; medium, low: piper's)
+    )
     vits: dict[str, Any] = dataclasses.field(
         default_factory=dict
     )  # VITS settings over the preset, e.g. {add_blank: true}

@@ -35,7 +35,13 @@ def train_joint(
         ),
     ] = None,
     model: Annotated[
-        str | None, setting(stage.TrainJointConfig, "model", "VITS preset: base (~40M) | tiny (CPU demos).", "--model")
+        str | None,
+        setting(
+            stage.TrainJointConfig,
+            "model",
+            "VITS preset: base (the paper's, ~40M) | medium, low (piper's voices: 22.05 and 16 kHz) | tiny (CPU demos).",
+            "--model",
+        ),
     ] = None,
     steps: Annotated[
         tuple[int, int] | None,

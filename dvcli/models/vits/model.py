@@ -136,6 +136,7 @@ class VitsGenerator(nn.Module):
             c.resblock_kernel_sizes,
             c.resblock_dilations,
             gin,
+            resblock=c.resblock,
         )
 
     # ---------------------------------------------------------------------------------------------

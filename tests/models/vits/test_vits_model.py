@@ -172,3 +172,22 @@ def test_tiny_generator_matches_golden_values_from_a_fixed_init() -> None:
     sums = [float(wav[0].abs().sum()), float(wav[1].abs().sum())]
     assert sums == pytest.approx([229.81036, 134.17099], rel=1e-4)
     assert not wav[1, 1792:].any()  # silence past the second item's length
+
+
+def test_resblock2_decoder_trains_and_infers_with_the_pipers_layout() -> None:
+    """piper's medium/low decoder (ResBlock2, upsampling 8 x 8 x 4) in a tiny model: same shapes out."""
+    config = VitsConfig.tiny(
+        resblock="2",
+        upsample_rates=[8, 8, 4],
+        upsample_kernel_sizes=[16, 16, 8],
+        resblock_kernel_sizes=[3, 5, 7],
+        resblock_dilations=[[1, 2], [2, 6], [3, 12]],
+    )
+    generator = VitsGenerator(config)
+    assert all(len(block.convs) == 2 for block in generator.decoder.resblocks)
+    z = torch.randn(2, config.inter_channels, 10)
+    assert generator.decoder(z).shape == (2, 1, 10 * 256)
+    generator.eval()
+    with torch.no_grad():
+        wav, lengths = generator.infer(torch.tensor([[1, 2, 3]]), torch.tensor([3]), torch.randn(1, 16))
+    assert wav.shape[1] == int(lengths[0]) and int(lengths[0]) % 256 == 0

