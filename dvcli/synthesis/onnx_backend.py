@@ -22,6 +22,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,14 +223,23 @@ class OnnxBackend:
     def __init__(self, graphs: dict[str, bytes | Path], threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
+        threads = threads or torch.get_num_threads()
+
+        def options(name: str) -> Any:
+            # Only the decoder, where the time goes, gets a thread pool: each session's pool spins
+            # after its runs, and three pools spinning on two cores made dv 1.87x piper's time at
+            # 2 threads, 1.26x with one pool (bench/synth_vs_piper.py); the small graphs run on
+            # the calling thread.
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads if name == "vits_decoder" else 1
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3  # errors only
+            return opts
+
         self.sessions = {
             name: ort.InferenceSession(
-                data if isinstance(data, bytes) else str(data), options, providers=["CPUExecutionProvider"]
+                data if isinstance(data, bytes) else str(data), options(name), providers=["CPUExecutionProvider"]
             )
             for name, data in graphs.items()
         }
