@@ -35,7 +35,17 @@ from dvcli.errors import UserError
 from dvcli.evaluation.asr import AUTO, load_asr, score_transcript
 from dvcli.evaluation.clips import Clip, condition_order, gather_clips, system_order
 from dvcli.evaluation.dnsmos import load_dnsmos
-from dvcli.evaluation.report import Group, Metric, long_markdown, plot_bars, summarize, table1_markdown
+from dvcli.evaluation.report import (
+    Group,
+    Metric,
+    add_speaker_spread,
+    long_markdown,
+    plot_bars,
+    plot_per_speaker,
+    speaker_markdown,
+    summarize,
+    table1_markdown,
+)
 from dvcli.evaluation.verifiers import RESEMBLYZER, cosine, load_verifier
 from dvcli.logs import progress
 from dvcli.manifest import read_manifest
@@ -144,6 +154,8 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                 "id": clip.id,
                 "seconds": len(wav) / SAMPLE_RATE,
             }
+            if clip.speaker:
+                rec["speaker"] = clip.speaker
             spent: dict[str, float] = {}
             if asr is not None and clip.text.strip():
                 t0 = time.perf_counter()
@@ -184,6 +196,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         rows = [r for r in records if r["system"] == g.system and r["condition"] == g.condition and r.get("chars")]
         if rows:  # corpus-level CER: total edits over total characters (weights long sentences more)
             g.extra["corpus_cer"] = sum(r["char_errors"] for r in rows) / sum(r["chars"] for r in rows)
+    add_speaker_spread(groups, records, keys, seed=config.seed)
     seconds_per_clip = {name: float(np.mean(v)) for name, v in timing.items()}
 
     out = Path(config.out)
@@ -207,6 +220,8 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                     name = f"{key}.png"
                     if plot_bars(groups, METRICS[key], systems, conditions, tmp / name):
                         plots.append(name)
+                    if key in TABLE1 and plot_per_speaker(groups, METRICS[key], tmp / f"{key}_per_speaker.png"):
+                        plots.append(f"{key}_per_speaker.png")
         (tmp / "report.md").write_text(_markdown(groups, keys, systems, conditions, report, plots), encoding="utf-8")
         _write_clips(tmp / "clips.tsv", records)
         add_meta(tmp, clips=len(records), systems=systems, conditions=conditions)
@@ -301,6 +316,18 @@ def _markdown(
             "Compute time per clip: "
             + ", ".join(f"{k} {v:.3f} s" for k, v in report["timing_seconds_per_clip"].items())
             + ".",
+            "",
+        ]
+    spread = speaker_markdown(groups, table1)
+    if spread:
+        lines += [
+            "## Variance across speakers",
+            "",
+            "Clips of one speaker are not independent: the speakers' interval resamples speakers, then "
+            "their clips (a two-stage bootstrap), and is the one to read for a new speaker; the "
+            "standard deviation is that of the speakers' means.",
+            "",
+            spread,
             "",
         ]
     lines += [f"![{p}]({p})" for p in plots]

@@ -148,3 +148,126 @@ def plot_bars(
     fig.tight_layout()
     fig.savefig(str(path))
     return True
+
+
+# -- variance across speakers (the seed analysis's Experiment 2) ----------------------------------
+
+
+def speaker_spread(
+    records: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """How one group's ``metric`` varies across speakers (``records`` carry ``speaker``).
+
+    Returns ``None`` with fewer than two speakers, else:
+
+    - ``per_speaker``: each speaker's mean over its clips;
+    - ``between_speaker_sd``: the standard deviation of those means (ddof 1);
+    - ``ci95_speakers``: a 95% percentile interval of the clip mean from a two-stage bootstrap that
+      resamples speakers with replacement, then clips within each drawn speaker (clips nested in
+      speakers, as in Field & Welsh 2007's cluster bootstrap), ``resamples`` times;
+    - ``speakers``: how many speakers had the metric.
+
+    Clips are not independent draws when a speaker contributes several: the per-clip Student's t
+    interval then understates the uncertainty about a new speaker; this one does not.
+    """
+    import numpy as np
+
+    by_speaker: dict[str, list[float]] = {}
+    for r in records:
+        value = r.get(metric)
+        if value is None or not math.isfinite(float(value)) or not r.get("speaker"):
+            continue
+        by_speaker.setdefault(str(r["speaker"]), []).append(float(value))
+    if len(by_speaker) < 2:
+        return None
+    names = sorted(by_speaker)
+    values = [np.asarray(by_speaker[s]) for s in names]
+    means = np.array([v.mean() for v in values])
+    rng = np.random.default_rng(seed)
+    estimates = np.empty(resamples)
+    for i in range(resamples):
+        picked = rng.integers(0, len(values), len(values))
+        clips = [values[j][rng.integers(0, len(values[j]), len(values[j]))] for j in picked]
+        estimates[i] = np.concatenate(clips).mean()
+    low, high = np.percentile(estimates, [2.5, 97.5])
+    return {
+        "speakers": len(names),
+        "per_speaker": dict(zip(names, means.tolist())),
+        "between_speaker_sd": float(means.std(ddof=1)),
+        "ci95_speakers": [float(low), float(high)],
+    }
+
+
+def add_speaker_spread(
+    groups: Sequence[Group], records: Sequence[Mapping[str, Any]], metrics: Sequence[str], *, seed: int = 0
+) -> None:
+    """Put :func:`speaker_spread` of every metric into each group's ``extra["speakers"]``."""
+    for g in groups:
+        rows = [r for r in records if r["system"] == g.system and r["condition"] == g.condition]
+        spread = {m: s for m in metrics if (s := speaker_spread(rows, m, seed=seed)) is not None}
+        if spread:
+            g.extra["speakers"] = spread
+
+
+def speaker_markdown(groups: Sequence[Group], metrics: Sequence[Metric]) -> str:
+    """Per (system, condition, metric): mean, the per-clip CI, the speaker-resampling CI and the
+    between-speaker SD; empty when no group knows its clips' speakers."""
+    head = [
+        "System / condition",
+        "Metric",
+        "speakers",
+        "mean",
+        "95% CI (clips)",
+        "95% CI (speakers)",
+        "SD between speakers",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = 0
+    for g in groups:
+        for m in metrics:
+            spread = g.extra.get("speakers", {}).get(m.key)
+            stat = g.stats.get(m.key)
+            if not spread or not stat:
+                continue
+            f = f".{m.digits}f"
+            low, high = (v * m.scale for v in spread["ci95_speakers"])
+            mean, half = stat["mean"] * m.scale, stat["ci95"] * m.scale
+            cells = [
+                f"{g.system} / {g.condition}",
+                m.label,
+                str(spread["speakers"]),
+                format(mean, f),
+                f"{format(mean - half, f)} – {format(mean + half, f)}",
+                f"{format(low, f)} – {format(high, f)}",
+                format(spread["between_speaker_sd"] * m.scale, f),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+            rows += 1
+    return "\n".join(lines) if rows else ""
+
+
+def plot_per_speaker(groups: Sequence[Group], metric: Metric, path: str | Path) -> bool:
+    """Per-speaker means of ``metric``: one row of points per (system, condition), a line at the
+    mean, as a PNG. Returns False (writes nothing) when no group has speakers for it."""
+    from matplotlib.figure import Figure
+
+    rows = [(f"{g.system} / {g.condition}", g) for g in groups if metric.key in g.extra.get("speakers", {})]
+    if not rows:
+        return False
+    fig = Figure(figsize=(6.0, 1.0 + 0.45 * len(rows)), dpi=120)
+    ax = fig.add_subplot()
+    for y, (_, g) in enumerate(rows):
+        means = [v * metric.scale for v in g.extra["speakers"][metric.key]["per_speaker"].values()]
+        ax.scatter(means, [y] * len(means), s=18, alpha=0.7)
+        ax.plot([g.stats[metric.key]["mean"] * metric.scale] * 2, [y - 0.3, y + 0.3], color="black")
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.set_xlabel(metric.label + " per speaker" + ("" if metric.higher_is_better else " (lower is better)"))
+    ax.set_title(f"{metric.label}: speaker means (dots) and the overall mean (bar)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path))
+    return True

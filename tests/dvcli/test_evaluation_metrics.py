@@ -118,3 +118,52 @@ def test_table1_has_one_row_per_system_and_a_column_block_per_condition(tmp_path
     assert (tmp_path / "secs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_bars(groups, Metric("nothing", "x"), ["A"], ["clean"], tmp_path / "none.png")
     json.dumps([g.to_dict() for g in groups])  # the report.json payload is plain JSON
+
+
+# -- variance across speakers --------------------------------------------------------------------
+
+
+def _speaker_records(offsets: list[float], clips: int, noise: float, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"system": "s", "condition": "c", "speaker": f"spk{i}", "secs": off + noise * rng.standard_normal()}
+        for i, off in enumerate(offsets)
+        for _ in range(clips)
+    ]
+
+
+def test_speaker_spread_per_speaker_means_and_between_speaker_sd() -> None:
+    from dvcli.evaluation.report import speaker_spread
+
+    offsets = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    spread = speaker_spread(_speaker_records(offsets, clips=5, noise=0.0), "secs")
+    assert spread is not None and spread["speakers"] == 6
+    assert list(spread["per_speaker"].values()) == pytest.approx(offsets)
+    assert spread["between_speaker_sd"] == pytest.approx(float(np.std(offsets, ddof=1)))
+    assert speaker_spread(_speaker_records([0.5], clips=5, noise=0.1), "secs") is None  # one speaker
+
+
+def test_speaker_bootstrap_interval_matches_the_analytic_spread_of_speaker_means() -> None:
+    """With no spread within speakers and equal clip counts, the two-stage bootstrap is a bootstrap of
+    the speaker means: its 95% interval is about mean ± 1.96 · SD · sqrt((n-1)/n) / sqrt(n)."""
+    from dvcli.evaluation.report import speaker_spread
+
+    offsets = list(np.linspace(0.0, 1.0, 12))
+    spread = speaker_spread(_speaker_records(offsets, clips=4, noise=0.0), "secs", resamples=20000)
+    n, sd = len(offsets), float(np.std(offsets, ddof=1))
+    expected = 2 * 1.96 * sd * np.sqrt((n - 1) / n) / np.sqrt(n)
+    low, high = spread["ci95_speakers"]
+    assert high - low == pytest.approx(expected, rel=0.1)
+    assert low < float(np.mean(offsets)) < high
+
+
+def test_speaker_interval_is_wider_than_the_per_clip_one_when_speakers_differ() -> None:
+    from dvcli.evaluation.report import speaker_spread, summarize
+
+    records = _speaker_records([0.3, 0.5, 0.7, 0.9], clips=25, noise=0.02)
+    per_clip = summarize(records, ["secs"], ["s"], ["c"])[0].stats["secs"]["ci95"]
+    low, high = speaker_spread(records, "secs")["ci95_speakers"]
+    # 100 clips look like 100 independent draws; they are 4 speakers.
+    assert (high - low) / 2 > 3 * per_clip
+    again = speaker_spread(records, "secs")
+    assert again["ci95_speakers"] == [low, high]  # seeded: reproducible

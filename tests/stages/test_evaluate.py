@@ -91,6 +91,18 @@ def test_evaluate_reports_cer_secs_dnsmos_per_system_and_condition_with_cis(tmp_
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert (out / "meta.json").is_file() and (out / "config.yaml").is_file()
 
+    # Variance across speakers (2 speakers per cell): per-speaker means, their SD, a speaker-resampled CI.
+    spread = cells[("ground truth", "clean")]["speakers"]["secs"]
+    assert spread["speakers"] == 2 and set(spread["per_speaker"]) == {r["speaker"] for r in rows}
+    per_speaker = [
+        float(np.mean([float(r["secs"]) for r in rows if r["system"] == "ground truth" and r["speaker"] == spk]))
+        for spk in sorted(spread["per_speaker"])
+    ]
+    assert list(spread["per_speaker"].values()) == pytest.approx(per_speaker, rel=1e-4)
+    assert spread["between_speaker_sd"] == pytest.approx(float(np.std(per_speaker, ddof=1)), rel=1e-4)
+    assert "## Variance across speakers" in md and "| ground truth / clean | SECS | 2 |" in md
+    assert (out / "secs_per_speaker.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_speaker_eer_on_clean_and_noisy_trials_drawn_from_a_manifest(tmp_path: Path) -> None:
     pytest.importorskip("resemblyzer")
