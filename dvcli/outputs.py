@@ -57,3 +57,29 @@ _extra_meta: dict[Path, dict[str, Any]] = {}
 def add_meta(folder: Path, **fields: Any) -> None:
     """Record extra fields (counts, metrics) for the ``meta.json`` of a folder being written."""
     _extra_meta.setdefault(folder, {}).update(fields)
+
+
+def write_model_card(
+    folder: Path, *, title: str, summary: str, facts: Mapping[str, Any], usage: str, files: Mapping[str, str]
+) -> None:
+    """``folder/README.md``: a model card, so that the folder explains itself once shared (a git
+    repository of it is what ``dv synthesize --model`` reads).
+
+    Args:
+        title: the heading. summary: one paragraph on what the model is.
+        facts: what it was trained on and how (data, steps, sizes) and what it scored, in order.
+        usage: the shell command that uses it. files: the folder's files and what each holds.
+    """
+    command = " ".join(["dv", *sys.argv[1:]]) if Path(sys.argv[0]).name == "dv" else None
+    lines = [f"# {title}", "", summary, "", "| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in facts.items()]
+    lines += ["", "## Use", "", f"    {usage}", "", "## Files", ""]
+    lines += [f"- `{name}`: {what}" for name, what in files.items()]
+    lines += ["", "## How it was made", ""]
+    if command:
+        lines += [f"    {command}", ""]
+    lines += [
+        f"Every setting is in `{CONFIG_FILE}` (`--config {CONFIG_FILE}` repeats the run); versions and inputs "
+        f"in `{META_FILE}`. Written by dv {versions()['dv']} on {_dt.date.today().isoformat()}.",
+    ]
+    (folder / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -64,7 +64,7 @@ from dvcli.speaker.verification import (
 )
 from dvcli.training.checkpoints import CheckpointManager, step_generator
 from dvcli.training.distributed import DistInfo, barrier, launch, wrap_ddp
-from dvcli.training.history import HistoryRow, window_mean, write_history
+from dvcli.training.history import HistoryRow, plot_history, window_mean, write_history
 from dvcli.training.schedule import grad_norm, warmup_cosine
 from dvcli.training.work import (
     check_output,
@@ -297,6 +297,7 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
             write_trials(tmp / "trials" / f"{name}.tsv", rows)
         if history:
             write_history(tmp / "train.tsv", history)
+            plot_history(history, tmp / "train.png", f"dv pretrain-speaker: {config.steps} steps")
         if config.export_embeddings:
             export_embeddings(frontend.embed, utterances, tmp)
         eer = {name: {cond: r.eer for cond, r in row.items()} for name, row in results.items()}

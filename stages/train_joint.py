@@ -42,10 +42,10 @@ from dvcli.manifest import read_manifest
 from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
-from dvcli.outputs import add_meta, stage_output
+from dvcli.outputs import add_meta, stage_output, write_model_card
 from dvcli.speaker.encoder import MIN_SECONDS, load_speaker_encoder
 from dvcli.training.distributed import launch
-from dvcli.training.history import HistoryRow, write_history
+from dvcli.training.history import HistoryRow, plot_history, write_history
 from dvcli.training.work import (
     check_output,
     check_unfinished,
@@ -160,7 +160,30 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
     with stage_output(out, stage="train-joint", config=config, inputs=inputs) as tmp:
         save_joint(tmp / MODEL_FILE, generator, encoder, plan.units, **info)
         write_history(tmp / "train.tsv", history)
+        plot_history(history, tmp / "train.png", f"dv train-joint: {steps} steps")
         first, last = first_last(history, "loss_mel")
+        write_model_card(
+            tmp,
+            title=f"DINO-VITS voice-cloning model ({config.model})",
+            summary="VITS over content units, conditioned on a CAM++ speaker encoder trained jointly with it "
+            f"(speaker loss: {info['speaker_loss']}); clones a voice from one reference clip.",
+            facts={
+                "trained on": f"`{Path(config.manifest).name}`: {len(plan.examples)} utterances of "
+                f"{len(plan.speakers)} speaker{'s' if len(plan.speakers) != 1 else ''}",
+                "units": f"k = {plan.units.k} ({'deduplicated' if config.dedup else 'one per frame'})",
+                "steps": f"{steps} ({config.phase1_steps} encoder last layer + {config.phase2_steps} whole encoder)",
+                "parameters": f"generator {parameters['generator']:,}, speaker encoder {parameters['encoder']:,}",
+                "output rate": f"{generator.config.sample_rate} Hz",
+                "mel L1, first -> last logged": f"{first:.3f} -> {last:.3f}",
+            },
+            usage="dv synthesize --model THIS_FOLDER --t2u T2U_FOLDER --ref clip.wav --text 'Hello.' -o out.wav",
+            files={
+                MODEL_FILE: "generator + speaker encoder + unit vocabulary (what dv synthesize loads)",
+                "train.tsv": "losses every log_every steps; train.png plots them",
+                "checkpoints/": "the last training state (dv train-joint --resume continues it)",
+                "tensorboard/": "TensorBoard logs",
+            },
+        )
         add_meta(
             tmp,
             parameters=parameters,

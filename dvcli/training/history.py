@@ -48,3 +48,39 @@ def write_history(path: Path, rows: Sequence[Mapping[str, float | None]]) -> Non
     lines = ["\t".join(columns)]
     lines += ["\t".join([str(int(row["step"] or 0))] + [cell(row.get(k)) for k in columns[1:]]) for row in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+#: Keys left out of the learning-curve plots (bookkeeping, not measures of learning).
+_NOT_PLOTTED = frozenset({"step", "skipped", "seconds", "teacher_momentum", "teacher_temp"})
+
+
+def plot_history(rows: Sequence[Mapping[str, float | None]], path: Path, title: str, *, columns: int = 3) -> bool:
+    """Learning curves: one small panel per measure of ``rows`` against ``step``, as a PNG.
+
+    Returns False (writes nothing) when there is nothing to plot or matplotlib (dv's ``eval`` extra)
+    is not installed; training outputs do not depend on it.
+    """
+    try:
+        from matplotlib.figure import Figure  # object API: no pyplot state, renders with Agg
+    except ImportError:
+        return False
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _NOT_PLOTTED]
+    if not rows or not keys:
+        return False
+    cols = min(columns, len(keys))
+    lines = -(-len(keys) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.4 * lines), dpi=100)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(lines, cols, i + 1)
+        points = [(float(r["step"] or 0), float(v)) for r in rows if (v := r.get(key)) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
+        ax.set_title(key, fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.grid(alpha=0.3)
+        if key.startswith(("loss", "grad_norm")) and points and min(v for _, v in points) > 0:
+            ax.set_yscale("log")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    return True

@@ -66,6 +66,7 @@ def test_training_lowers_the_loss_and_the_eer(manifest: Path, tmp_path: Path) ->
     assert (out / "trials" / "seen.tsv").is_file() and (out / "train.tsv").read_text().startswith("step\tloss")
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000040.pt"]
     assert any((out / "tensorboard").iterdir()) and not work_folder(out).exists()
+    assert (out / "train.png").read_bytes()[:4] == b"\x89PNG"
     # The published encoder is the trained one, and the .bin is its plain 3D-Speaker state dict.
     encoder = load_speaker_encoder(out)
     plain = torch.load(out / "campplus.bin", weights_only=True)

@@ -101,6 +101,10 @@ def test_overfitting_one_batch_lowers_the_mel_loss_and_publishes_a_loadable_mode
     meta = json.loads((out / "meta.json").read_text())
     assert meta["mel_l1_last"] < meta["mel_l1_first"]
     assert (out / "train.tsv").read_text().startswith("step\t") and not work_folder(out).exists()
+    assert (out / "train.png").read_bytes()[:4] == b"\x89PNG"  # learning curves
+    card = (out / "README.md").read_text()  # model card
+    assert "# DINO-VITS voice-cloning model (tiny)" in card and "dv synthesize --model THIS_FOLDER" in card
+    assert "4 utterances of 1 speaker |" in card and "mel L1, first -> last logged" in card
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000012.pt"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -78,6 +78,9 @@ def test_tiny_overfits_and_records_unit_error_rates(trained) -> None:
         "meta.json",
     }
     assert not work_folder(out).exists()
+    assert (out / "unit_error_rate.png").read_bytes()[:4] == b"\x89PNG" and (out / "train.png").is_file()
+    card = (out / "README.md").read_text()
+    assert "# Text-to-unit model (tiny)" in card and "unit error rate (beam search)" in card
 
 
 def test_folder_loads_with_plain_transformers_and_generates_the_same(trained) -> None:
