@@ -167,30 +167,7 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
         last = report.metrics[-1]
         plot_history(report.history, tmp / "train.png", f"dv train-t2u: {report.steps} steps")
         plot_history(report.metrics, tmp / "unit_error_rate.png", "dv train-t2u: unit error rate at each checkpoint")
-        held_out_uer = "-" if last["valid_uer"] is None else f"{100 * last['valid_uer']:.1f}%"
-        write_model_card(
-            tmp,
-            title=f"Text-to-unit model ({'from ' + Path(config.init).name if config.init else config.model})",
-            summary="An mBART encoder-decoder that turns English text into the content units a dv VITS model "
-            "reads (the inference half of DINO-VITS). A Hugging Face folder: plain transformers loads it.",
-            facts={
-                "trained on": f"`{Path(config.manifest).name}`: {len(train)} pairs, {len(valid)} held out",
-                "units": f"k = {k} ({'deduplicated' if config.dedup else 'one per frame'})",
-                "steps": str(report.steps),
-                "parameters": f"{report.parameters:,}",
-                "unit error rate (beam search)": f"training sentences {100 * float(last['train_uer'] or 0):.1f}%, "
-                f"held-out {held_out_uer} (step {int(last['step'] or 0)})",
-            },
-            usage="dv synthesize --model JOINT_FOLDER --t2u THIS_FOLDER --ref clip.wav --text 'Hello.' -o out.wav",
-            files={
-                "config.json, model.safetensors, generation_config.json": "the mBART model (transformers)",
-                "tokenizer.json, tokenizer_config.json": "the tokenizer, unit tokens included",
-                UNIT_VOCAB_FILE: "where the units sit among the tokens, and their k-means model",
-                METRICS_FILE: "unit error rates at every checkpoint (unit_error_rate.png)",
-                HISTORY_FILE: "training loss every log_every steps (train.png)",
-                "checkpoints/": "the last training state (dv train-t2u --resume continues it)",
-            },
-        )
+        _write_model_card(tmp, config, report, k, train_pairs=len(train), held_out=len(valid))
         add_meta(
             tmp,
             k=k,
@@ -221,6 +198,37 @@ def _run(config: TrainT2UConfig) -> TrainT2UResult:
         train_uer=float(last["train_uer"] or 0.0),
         valid_uer=last["valid_uer"],
         history=report.history,
+    )
+
+
+def _write_model_card(
+    folder: Path, config: TrainT2UConfig, report: loop.LoopResult, k: int, *, train_pairs: int, held_out: int
+) -> None:
+    """The published folder's README.md (:func:`dvcli.outputs.write_model_card`)."""
+    last = report.metrics[-1]
+    held_out_uer = "-" if last["valid_uer"] is None else f"{100 * last['valid_uer']:.1f}%"
+    write_model_card(
+        folder,
+        title=f"Text-to-unit model ({'from ' + Path(config.init).name if config.init else config.model})",
+        summary="An mBART encoder-decoder that turns English text into the content units a dv VITS model "
+        "reads (the inference half of DINO-VITS). A Hugging Face folder: plain transformers loads it.",
+        facts={
+            "trained on": f"`{Path(config.manifest).name}`: {train_pairs} pairs, {held_out} held out",
+            "units": f"k = {k} ({'deduplicated' if config.dedup else 'one per frame'})",
+            "steps": str(report.steps),
+            "parameters": f"{report.parameters:,}",
+            "unit error rate (beam search)": f"training sentences {100 * float(last['train_uer'] or 0):.1f}%, "
+            f"held-out {held_out_uer} (step {int(last['step'] or 0)})",
+        },
+        usage="dv synthesize --model JOINT_FOLDER --t2u THIS_FOLDER --ref clip.wav --text 'Hello.' -o out.wav",
+        files={
+            "config.json, model.safetensors, generation_config.json": "the mBART model (transformers)",
+            "tokenizer.json, tokenizer_config.json": "the tokenizer, unit tokens included",
+            UNIT_VOCAB_FILE: "where the units sit among the tokens, and their k-means model",
+            METRICS_FILE: "unit error rates at every checkpoint (unit_error_rate.png)",
+            HISTORY_FILE: "training loss every log_every steps (train.png)",
+            "checkpoints/": "the last training state (dv train-t2u --resume continues it)",
+        },
     )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dvcli", "stages")
-#: The longest function body the codebase allows itself (issue 16: split setup / step / log / save).
+#: The longest function body (signature and docstring aside) the codebase allows itself (issue 16:
+#: split setup / step / log / save).
 MAX_FUNCTION_LINES = 120
 
 
@@ -71,7 +72,9 @@ def test_no_function_longer_than_the_limit() -> None:
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                # The body, after the signature and docstring: a command's option list is its signature.
+                body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
+                lines = (node.end_lineno or node.lineno) - body[0].lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, "functions over the limit: " + ", ".join(long)
