@@ -166,22 +166,10 @@ COMMANDS: dict[str, tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = 
         "manifest",
         lambda f, out: ["pretrain-speaker", str(f["manifest"]), "-o", str(out), "--model", "tiny", "--steps", "1"],
     ),
-    "train-joint (manifest)": (
-        "manifest",
-        lambda f, out: ["train-joint", str(f["manifest"]), "-u", str(f["units"]), "-o", str(out), "--model", "tiny"],
-    ),
-    "train-joint (units)": (
-        "units",
-        lambda f, out: ["train-joint", str(f["manifest"]), "-u", str(f["units"]), "-o", str(out), "--model", "tiny"],
-    ),
-    "train-t2u (manifest)": (
-        "manifest",
-        lambda f, out: ["train-t2u", str(f["manifest"]), "--units", str(f["units"]), "-o", str(out), "--steps", "1"],
-    ),
-    "train-t2u (units)": (
-        "units",
-        lambda f, out: ["train-t2u", str(f["manifest"]), "--units", str(f["units"]), "-o", str(out), "--steps", "1"],
-    ),
+    "train-joint (manifest)": ("manifest", lambda f, out: _train("train-joint", "-u", f, out, "--model", "tiny")),
+    "train-joint (units)": ("units", lambda f, out: _train("train-joint", "-u", f, out, "--model", "tiny")),
+    "train-t2u (manifest)": ("manifest", lambda f, out: _train("train-t2u", "--units", f, out, "--steps", "1")),
+    "train-t2u (units)": ("units", lambda f, out: _train("train-t2u", "--units", f, out, "--steps", "1")),
     "evaluate refs": ("manifest", lambda f, out: ["evaluate", "refs", str(f["manifest"]), "-o", str(out)]),
     "evaluate speaker": (
         "manifest",
@@ -248,6 +236,10 @@ COMMANDS["evaluate mos"] = (
     "ratings",
     lambda f, out: ["evaluate", "mos", str(f["ratings"]), "--kit", str(f["kit"]), "-o", str(out)],
 )
+
+
+def _train(command: str, units_option: str, f: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [command, str(f["manifest"]), units_option, str(f["units"]), "-o", str(out), *extra]
 
 
 def _say(f: dict[str, Path], out: Path) -> list[str]:
