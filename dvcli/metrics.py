@@ -48,6 +48,19 @@ def eer(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray
     return float(rate), float(thresholds[i])
 
 
+def det_curve(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detection error trade-off: ``(false_accept_rate, false_reject_rate)`` at every threshold
+    between sorted scores (both ``(N + 1,)``, FAR falling from 1 to 0 as FRR rises from 0 to 1).
+
+    Raises:
+        ValueError: trials of one class only.
+    """
+    frr, far, _ = _roc(np.asarray(scores), np.asarray(labels))
+    return far, frr
+
+
 def min_dcf(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,

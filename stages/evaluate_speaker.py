@@ -24,7 +24,15 @@ from dvcli.evaluation.verifiers import RESEMBLYZER, load_verifier
 from dvcli.manifest import read_manifest
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import resolve_device
-from dvcli.speaker.verification import Trial, condition_results, make_trials, read_trials, score_trials, write_scores
+from dvcli.speaker.verification import (
+    Trial,
+    condition_results,
+    make_trials,
+    plot_det,
+    read_trials,
+    score_trials,
+    write_scores,
+)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -81,6 +89,7 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
         return out
 
     scores = score_trials(embed, trials, snrs=config.snrs, noise=noise, seed=config.seed, title="trials")
+    per_condition = condition_results(scores, trials, p_target=config.p_target)
     results = {
         c: {
             "eer": r.eer,
@@ -89,7 +98,7 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
             "targets": r.targets,
             "nontargets": r.nontargets,
         }
-        for c, r in condition_results(scores, trials, p_target=config.p_target).items()
+        for c, r in per_condition.items()
     }
 
     out = Path(config.out)
@@ -110,6 +119,8 @@ def run(config: SpeakerEvalConfig) -> SpeakerEvalResult:
             f"| {c} | {100 * r['eer']:.2f} | {r['min_dcf']:.3f} | {r['targets']} | {r['nontargets']} |"
             for c, r in results.items()
         ]
+        if plot_det(scores, trials, per_condition, tmp / "det.png"):
+            lines += ["", "![DET curves](det.png)"]
         (tmp / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         add_meta(
             tmp,

@@ -396,3 +396,44 @@ def export_embeddings(embed: EmbedFn, utterances: Sequence[Utterance], folder: P
     )
     atomic_write_text(folder / "embeddings.tsv", index)
     return folder / "embeddings.npy"
+
+
+def plot_det(
+    scores: Mapping[str, np.ndarray], trials: Sequence[Trial], results: Mapping[str, ConditionResult], path: Path
+) -> bool:
+    """DET curves (Martin et al. 1997: false rejects against false accepts on normal-deviate axes),
+    one per condition with its EER marked, as a PNG. False (nothing written) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    from statistics import NormalDist
+
+    from dvcli.metrics import det_curve
+
+    probit = np.vectorize(NormalDist().inv_cdf)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8])
+
+    def axis(rates: np.ndarray) -> np.ndarray:
+        return probit(np.clip(rates, 5e-4, 1 - 5e-4))
+
+    fig = Figure(figsize=(4.8, 4.6), dpi=110)
+    ax = fig.add_subplot()
+    for condition, s in scores.items():
+        labels = np.array([t.label for t in trials_of(condition, trials)])
+        ok = np.isfinite(s)
+        far, frr = det_curve(s[ok], labels[ok])
+        eer_rate = results[condition].eer
+        line = ax.plot(axis(far), axis(frr), label=f"{condition} (EER {100 * eer_rate:.1f}%)")
+        ax.plot(axis(np.array([eer_rate])), axis(np.array([eer_rate])), "o", color=line[0].get_color())
+    labels_pct = [f"{100 * t:g}" for t in ticks]
+    ax.set_xticks(axis(ticks), labels_pct)
+    ax.set_yticks(axis(ticks), labels_pct)
+    ax.set_xlabel("false accepts (%)")
+    ax.set_ylabel("false rejects (%)")
+    ax.set_title("DET curves (normal-deviate axes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    return True

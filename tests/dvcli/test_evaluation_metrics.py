@@ -167,3 +167,17 @@ def test_speaker_interval_is_wider_than_the_per_clip_one_when_speakers_differ() 
     assert (high - low) / 2 > 3 * per_clip
     again = speaker_spread(records, "secs")
     assert again["ci95_speakers"] == [low, high]  # seeded: reproducible
+
+
+def test_det_curve_runs_from_all_accepts_to_all_rejects_through_the_eer() -> None:
+    from dvcli.metrics import det_curve, eer
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(1.0, 1.0, 200), rng.normal(-1.0, 1.0, 300)])
+    labels = np.array([1] * 200 + [0] * 300)
+    far, frr = det_curve(scores, labels)
+    assert (far[0], frr[0], far[-1], frr[-1]) == (1.0, 0.0, 0.0, 1.0)
+    assert np.all(np.diff(far) <= 0) and np.all(np.diff(frr) >= 0)
+    rate, _ = eer(scores, labels)
+    crossing = int(np.argmax(frr >= far))
+    assert min(far[crossing - 1], frr[crossing]) - 0.01 <= rate <= max(far[crossing - 1], frr[crossing]) + 0.01

@@ -129,6 +129,9 @@ def test_speaker_eer_on_clean_and_noisy_trials_drawn_from_a_manifest(tmp_path: P
     assert report["noisy 0 dB"]["eer"] >= report["clean"]["eer"]
     scores = list(csv.DictReader((out / "scores.tsv").open(), delimiter="\t"))
     assert len(scores) == 36
+    assert (out / "det.png").read_bytes()[:4] == b"\x89PNG" and "![DET curves](det.png)" in (
+        out / "report.md"
+    ).read_text()
     # The trial list written out is a valid input: re-scoring it reproduces the clean EER.
     trials = tmp_path / "trials.tsv"
     trials.write_text(
