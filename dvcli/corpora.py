@@ -11,6 +11,9 @@ Layouts understood (``format="auto"`` picks one by looking at the folder):
   are understood; one microphone is kept).
 - ``libritts``: ``SPEAKER/CHAPTER/*.wav`` with ``*.normalized.txt`` beside each (one subset or a
   root holding several).
+- ``kaldi``: a Kaldi data directory: ``wav.scp`` (utterance id -> audio file; relative paths are
+  read from the directory), ``utt2spk``, optional ``text``. Piped ``wav.scp`` entries (commands)
+  and ``segments`` files are refused with a message saying how to make files of them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dvcli.errors import UserError
 from dvcli.manifest import read_utf8
 
 #: The ``format`` setting of dv prepare: a layout, or auto (detected from the files at the top).
-CorpusFormat = Literal["auto", "folder", "ljspeech", "vctk", "libritts"]
+CorpusFormat = Literal["auto", "folder", "ljspeech", "vctk", "libritts", "kaldi"]
 
 
 @dataclasses.dataclass
@@ -44,6 +47,8 @@ class CorpusEntry:
 
 def detect_format(source: Path) -> str:
     """Guess a corpus layout from the files at its top."""
+    if (source / "wav.scp").is_file() and (source / "utt2spk").is_file():
+        return "kaldi"
     if (source / "metadata.csv").is_file() and (source / "wavs").is_dir():
         return "ljspeech"
     if (source / "txt").is_dir() and any(p.is_dir() for p in source.glob("wav48*")):
@@ -144,4 +149,53 @@ def _scan_libritts(source: Path) -> Iterator[CorpusEntry]:
         yield CorpusEntry(stem, wav, stem.split("_", 1)[0], _read_text(txt))
 
 
-_SCANNERS = {"folder": _scan_folder, "ljspeech": _scan_ljspeech, "libritts": _scan_libritts}
+def _kaldi_table(path: Path, *, required: bool = True) -> dict[str, str]:
+    """A Kaldi table (``key value...`` lines) as key -> the rest of the line; {} for a missing optional one.
+
+    Raises:
+        UserError: a required file missing, or a line without a value (names file and line).
+    """
+    if not path.is_file():
+        if required:
+            raise UserError(f"{path}: missing; a Kaldi data directory needs wav.scp and utt2spk (text optional)")
+        return {}
+    table = {}
+    for number, line in enumerate(read_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if not value.strip():
+            raise UserError(f"{path}:{number}: '{key}' has no value (Kaldi tables are 'key value' lines)")
+        table[key] = value.strip()
+    return table
+
+
+def _scan_kaldi(source: Path) -> Iterator[CorpusEntry]:
+    """A Kaldi data directory: ``wav.scp`` (utterance -> audio path), ``utt2spk``, optional ``text``.
+
+    Raises:
+        UserError: a ``segments`` file (recordings cut into utterances are not read yet), a piped
+            ``wav.scp`` entry (a command, which dv does not run), an utterance without a speaker.
+    """
+    if (source / "segments").is_file():
+        raise UserError(
+            f"{source / 'segments'}: utterances cut from longer recordings are not supported; "
+            "extract them to files first (e.g. Kaldi's extract-segments) and give a wav.scp of those"
+        )
+    wavs = _kaldi_table(source / "wav.scp")
+    speakers = _kaldi_table(source / "utt2spk")
+    texts = _kaldi_table(source / "text", required=False)
+    for utt in sorted(wavs):
+        value = wavs[utt]
+        if value.endswith("|"):
+            raise UserError(
+                f"{source / 'wav.scp'}: '{utt}' is a command ('{value[:40]}'); dv reads audio files only: "
+                "write the audio out (e.g. with wav-copy) and list the files"
+            )
+        if utt not in speakers:
+            raise UserError(f"{source / 'utt2spk'}: no speaker for utterance '{utt}' of wav.scp")
+        audio = Path(value)
+        yield CorpusEntry(utt, audio if audio.is_absolute() else source / audio, speakers[utt], texts.get(utt, ""))
+
+
+_SCANNERS = {"folder": _scan_folder, "ljspeech": _scan_ljspeech, "libritts": _scan_libritts, "kaldi": _scan_kaldi}

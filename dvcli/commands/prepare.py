@@ -26,7 +26,8 @@ def prepare(
     source: Annotated[Path, typer.Argument(help="Corpus folder.", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (receives manifest.tsv).", file_okay=False)],
     format: Annotated[
-        Optional[str], setting(stage.PrepareConfig, "format", "auto | folder | ljspeech | vctk | libritts.", "--format")
+        Optional[str],
+        setting(stage.PrepareConfig, "format", "auto | folder | ljspeech | vctk | libritts | kaldi.", "--format"),
     ] = None,
     min_duration: Annotated[Optional[float], typer.Option(help="Drop utterances shorter than this (s).")] = None,
     max_duration: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,43 @@ def test_toy_corpus(tmp_path: Path) -> None:
     manifest = read_manifest(result.manifest)
     assert all(u.text for u in manifest)
     assert {u.split for u in manifest} == {"train", "heldout"}
+
+
+def _kaldi_dir(folder_manifest: Path, kaldi: Path) -> None:
+    """A Kaldi data directory listing the files of a prepared folder corpus (relative wav.scp paths)."""
+    rows = read_manifest(folder_manifest)
+    kaldi.mkdir(parents=True)
+    (kaldi / "wav.scp").write_text("".join(f"{u.id} {os.path.relpath(u.audio, kaldi)}\n" for u in rows))
+    (kaldi / "utt2spk").write_text("".join(f"{u.id} {u.speaker}\n" for u in rows))
+    (kaldi / "text").write_text("".join(f"{u.id} {u.text}\n" for u in rows))
+
+
+def test_kaldi_data_directory_reads_into_the_folder_corpus_manifest(tmp_path: Path) -> None:
+    make_corpus(tmp_path / "corpus", speakers=3, utterances=2, seconds=(1.0, 1.2))
+    folder = read_manifest(_prepare(tmp_path / "corpus", tmp_path / "from-folder").manifest)
+    _kaldi_dir(tmp_path / "from-folder" / "manifest.tsv", tmp_path / "data" / "train")
+    assert detect_format(tmp_path / "data" / "train") == "kaldi"
+    kaldi = read_manifest(_prepare(tmp_path / "data" / "train", tmp_path / "from-kaldi").manifest)
+
+    def key(u):  # noqa: ANN001, ANN202
+        return (u.id, u.audio.resolve(), u.speaker, round(u.duration, 4), u.text)
+
+    assert sorted(map(key, kaldi)) == sorted(map(key, folder)) and len(kaldi) == 6
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: (d / "wav.scp").write_text("u1 sox in.flac -t wav - |\n"), "is a command"),
+        (lambda d: (d / "segments").write_text("u1 rec1 0.0 1.0\n"), "segments: utterances cut from longer"),
+        (lambda d: (d / "utt2spk").write_text("other spk\n"), "no speaker for utterance"),
+        (lambda d: (d / "utt2spk").write_text("lonely\n"), "utt2spk:1: 'lonely' has no value"),
+    ],
+)
+def test_kaldi_data_directory_mistakes_are_one_line(tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    make_corpus(tmp_path / "corpus", speakers=1, utterances=1, seconds=(1.0, 1.0))
+    _kaldi_dir(_prepare(tmp_path / "corpus", tmp_path / "m").manifest, tmp_path / "kaldi")
+    change(tmp_path / "kaldi")
+    with pytest.raises(UserError, match=message):
+        _prepare(tmp_path / "kaldi", tmp_path / "out", format="kaldi")
+    assert not (tmp_path / "out").exists()
