@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,27 +107,24 @@ def dv_synthesizer(folder: Path, threads: int) -> tuple[Any, Any]:
 def time_piper(voice: Any, ids: list[list[int]] | None = None) -> dict[str, float]:
     """piper on the paragraph: end to end (``synthesize``: phonemizing included), or, given the
     sentences' phoneme ids, its VITS alone (``phoneme_ids_to_audio``), the work dv's timing covers."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    first, samples = None, 0
-    audio = (
-        (voice.phoneme_ids_to_audio(s) for s in ids)
-        if ids
-        else (c.audio_float_array for c in voice.synthesize(PARAGRAPH))
-    )
-    for piece in audio:
-        samples += len(piece)
-        first = first if first is not None else time.perf_counter() - wall
-    return _figures(time.process_time() - cpu, time.perf_counter() - wall, first or 0.0, samples / 22050)
+    if ids:
+        return _time_sentences(voice.phoneme_ids_to_audio(s) for s in ids)
+    return _time_sentences(chunk.audio_float_array for chunk in voice.synthesize(PARAGRAPH))
 
 
 def time_dv(synthesizer: Any, speaker: Any, sentences: list[list[int]], controls: Any) -> dict[str, float]:
     import torch
 
     rng = torch.Generator().manual_seed(0)
+    return _time_sentences(synthesizer.infer([units], speaker, controls, rng)[0] for units in sentences)
+
+
+def _time_sentences(audio: Iterator[Any]) -> dict[str, float]:
+    """Run a lazy sequence of sentence waveforms (22.05 kHz); CPU and wall time, time to the first."""
     cpu, wall = time.process_time(), time.perf_counter()
     first, samples = None, 0
-    for units in sentences:
-        samples += int(synthesizer.infer([units], speaker, controls, rng)[0].shape[0])
+    for piece in audio:
+        samples += len(piece)
         first = first if first is not None else time.perf_counter() - wall
     return _figures(time.process_time() - cpu, time.perf_counter() - wall, first or 0.0, samples / 22050)
 

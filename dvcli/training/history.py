@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from dvcli.atomic import atomic_write_text
+from dvcli.training.distributed import all_reduce_mean
+
 #: One row of a trainer's history: ``step`` and the means of its measures over the window of steps
 #: since the previous row (losses, accuracy, learning rate...); ``None`` where a measure has no value.
 HistoryRow = dict[str, float | None]
@@ -20,8 +23,6 @@ def window_mean(window: Sequence[Mapping[str, float]], step: int, device: torch.
     A key missing from some steps is averaged over the steps that have it. Keys keep the order the
     window first met them in.
     """
-    from dvcli.training.distributed import all_reduce_mean
-
     values: dict[str, list[float]] = {}
     for row in window:
         for key, value in row.items():
@@ -38,8 +39,6 @@ def write_history(path: Path, rows: Sequence[Mapping[str, float | None]]) -> Non
     Columns: ``step`` (an integer), then every other key in the order first seen; numbers with six
     significant digits; an empty cell where a row lacks a value.
     """
-    from dvcli.atomic import atomic_write_text
-
     columns = ["step"] + list(dict.fromkeys(k for row in rows for k in row if k != "step"))
 
     def cell(value: float | None) -> str:
