@@ -11,12 +11,12 @@ LSTM with torch's default thread count against one thread (what dv uses).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from dvcli.audio import load_audio
 from dvcli.evaluation.asr import load_asr
@@ -31,16 +31,6 @@ def clip(seconds: float) -> np.ndarray:
     wav = load_audio(SPEECH).numpy()
     n = int(seconds * 16000)
     return np.tile(wav, n // len(wav) + 1)[:n]
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,14 +56,14 @@ def main() -> None:
             ("secs", lambda wav=wav: verifier.embed([wav])),
             ("dnsmos", lambda wav=wav: dnsmos.score(wav)),
         ):
-            s = median_time(fn, args.repeats)
+            s = median_seconds(fn, args.repeats)
             print(f"{name:<12}{seconds:>8.1f}{s:>10.3f}{s / seconds:>8.3f}")
 
     # A/B: resemblyzer's LSTM with the default thread count vs one thread, same input, same run.
     wav = clip(3.0)
     encoder = verifier.encoder
-    default = median_time(lambda: encoder.embed_utterance(wav), args.repeats)
-    verifier_1 = median_time(lambda: verifier.embed([wav]), args.repeats)
+    default = median_seconds(lambda: encoder.embed_utterance(wav), args.repeats)
+    verifier_1 = median_seconds(lambda: verifier.embed([wav]), args.repeats)
     print(
         f"resemblyzer 3 s clip: {torch.get_num_threads()} threads {default:.3f} s, 1 thread (dv) {verifier_1:.3f} s, "
         f"ratio {default / verifier_1:.1f}x"

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,23 +26,14 @@ import torchaudio.compliance.kaldi as kaldi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import median_seconds  # noqa: E402
+
 from dvcli.features.fbank import KaldiFbank  # noqa: E402
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
 from dvcli.speaker.encoder import SpeakerFrontend, export_onnx  # noqa: E402
 from dvcli.testing import voice  # noqa: E402
 
 REFERENCES = {"3D-Speaker ONNX runtime, 1 Xeon core": 0.049, "CAM++ paper": 0.013}
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()  # warm-up: allocator, oneDNN kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _onnx_session(model: CAMPPlus, threads: int):
@@ -85,10 +74,10 @@ def main() -> None:
 
         row = {
             "threads": threads,
-            "dv": _median_seconds(lambda: frontend.embed([clip]), args.repeats) / args.seconds,
-            "onnxruntime": _median_seconds(onnx_path, args.repeats) / args.seconds,
-            "dv fbank": _median_seconds(lambda: fbank(clip[None]), args.repeats) / args.seconds,
-            "torchaudio fbank": _median_seconds(reference_fbank, args.repeats) / args.seconds,
+            "dv": median_seconds(lambda: frontend.embed([clip]), args.repeats, warmup=2) / args.seconds,
+            "onnxruntime": median_seconds(onnx_path, args.repeats) / args.seconds,
+            "dv fbank": median_seconds(lambda: fbank(clip[None]), args.repeats) / args.seconds,
+            "torchaudio fbank": median_seconds(reference_fbank, args.repeats) / args.seconds,
         }
         results.append(row)
 

@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional as AF
 
 from dvcli.atomic import atomic_path
-from dvcli.errors import UserError, path_error
+from dvcli.errors import UserError, check_file, path_error
 
 #: The sample rate every model in dv reads (HuBERT, CAM++) and the default output rate.
 SAMPLE_RATE = 16000
@@ -46,15 +46,6 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise path_error(path, "audio file not found")
-    if path.is_dir():
-        raise path_error(path, "is a folder, expected an audio file")
-    if path.stat().st_size == 0:
-        raise path_error(path, "is empty (0 bytes)")
-
-
 def audio_info(path: str | Path) -> AudioInfo:
     """Read an audio file's header: rate, length, channels.
 
@@ -62,7 +53,7 @@ def audio_info(path: str | Path) -> AudioInfo:
         UserError: missing, empty, unreadable or zero-length file.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path, "audio file")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
@@ -124,7 +115,7 @@ def load_audio_with_rate(
 ) -> tuple[torch.Tensor, int]:
     """Like :func:`load_audio` without resampling; returns ``(audio, sample_rate)``."""
     path = Path(path)
-    _check_file(path)
+    check_file(path, "audio file")
     try:
         with sf.SoundFile(str(path)) as handle:
             rate = int(handle.samplerate)
@@ -219,6 +210,11 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         ) from None
 
 
+def audio_files(folder: Path) -> list[Path]:
+    """Every file with an audio suffix (:data:`AUDIO_SUFFIXES`, any case) below ``folder``, sorted; no checks."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
 def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
     """Audio files (:data:`AUDIO_SUFFIXES`) below ``folder``, sorted.
 
@@ -232,7 +228,7 @@ def find_audio(folder: Path, *, rirs: bool = False) -> list[Path]:
         raise UserError(
             f"{folder}: folder not found (give a folder of {'impulse responses' if rirs else 'noise files'})"
         )
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    found = audio_files(folder)
     if rirs:
         named = [p for p in found if "rir" in str(p.relative_to(folder)).lower() and "noise" not in p.name.lower()]
         found = named or found

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from dvcli.atomic import atomic_path
-from dvcli.errors import path_error
+from dvcli.errors import check_file, path_error
 
 KIND_KEY = "dv_kind"
 
@@ -44,12 +44,7 @@ def load_checkpoint(
         UserError: missing, truncated or corrupt file; a file that needs code to unpickle; wrong kind.
     """
     path = Path(path)
-    if not path.exists():
-        raise path_error(path, "checkpoint not found")
-    if path.is_dir():
-        raise path_error(path, "is a folder, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise path_error(path, "checkpoint is empty (0 bytes)")
+    check_file(path, "checkpoint file")
     try:
         with torch.serialization.safe_globals(list(allow)):
             obj = torch.load(path, map_location=map_location, weights_only=True)

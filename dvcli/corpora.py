@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from dvcli.audio import AUDIO_SUFFIXES
+from dvcli.audio import audio_files
 from dvcli.errors import UserError
 from dvcli.manifest import read_utf8
 
@@ -80,7 +80,7 @@ def _read_text(path: Path) -> str:
 def _scan_folder(source: Path) -> Iterator[CorpusEntry]:
     splits = _read_speakers_tsv(source / "speakers.tsv")
     metadata: dict[Path, dict[str, str]] = {}
-    for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()):
+    for path in audio_files(source):
         if any(part.startswith(".") for part in path.relative_to(source).parts):
             continue
         folder = path.parent

@@ -29,6 +29,22 @@ def path_error(path: str | Path, problem: str, fix: str = "") -> UserError:
     return UserError(message)
 
 
+def check_file(path: Path, kind: str) -> None:
+    """Refuse a path that is missing, a folder or 0 bytes, naming it as ``kind`` ("audio file", "checkpoint").
+
+    Raises:
+        UserError: ``PATH: audio file not found`` / ``is a folder, expected an audio file`` /
+            ``audio file is empty (0 bytes)``.
+    """
+    if not path.exists():
+        raise path_error(path, f"{kind} not found")
+    if path.is_dir():
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise path_error(path, f"is a folder, expected {article} {kind}")
+    if path.stat().st_size == 0:
+        raise path_error(path, f"{kind} is empty (0 bytes)")
+
+
 #: errno values that describe the user's system, not a bug in dv.
 _SYSTEM_ERRNOS = {
     "ENOSPC",

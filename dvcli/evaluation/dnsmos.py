@@ -15,12 +15,16 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dvcli.audio import SAMPLE_RATE
 from dvcli.errors import UserError
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 #: The models' window: shorter clips are tiled (by doubling) past it, longer ones hop through it by 1 s.
 INPUT_SECONDS = 9.01
@@ -73,7 +77,7 @@ class DNSMOS:
         }
 
 
-def _session(path: Path) -> object:
+def _session(path: Path) -> onnxruntime.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -25,19 +25,9 @@ NOISE=${NOISE:-/data/musan/noise}
 GPUS=${GPUS:-2}
 SHARDS=${SHARDS:-4}
 
-stage=0
-stop_stage=100
 dir=${DIR:-exp/libritts}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    *) echo "unknown option $1 (use --stage N, --stop-stage N, --dir DIR)" >&2; exit 2 ;;
-  esac
-done
 here=$(cd "$(dirname "$0")" && pwd)
-run() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+. "$here/../parse_stages.sh"
 
 # 0. Manifest; 8 speakers held out for the zero-shot tests, utterances over 15 s left out.
 if run 0; then dv prepare "$CORPUS" -o "$dir/data" --speakers-heldout 8 --max-duration 15; fi

@@ -8,19 +8,9 @@
 # Needs `dv` on PATH (`make install`, then `source .venv/bin/activate`). About 10 CPU minutes.
 set -euo pipefail
 
-stage=0
-stop_stage=100
 dir=exp/toy
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --dir) dir=$2; shift 2 ;;
-    *) echo "unknown option $1 (use --stage N, --stop-stage N, --dir DIR)" >&2; exit 2 ;;
-  esac
-done
 here=$(cd "$(dirname "$0")" && pwd)
-run() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+. "$here/../parse_stages.sh"
 
 # 0. Corpus -> manifest (2 held-out speakers for zero-shot tests, from examples/toy/speakers.tsv).
 if run 0; then dv prepare "$here" -o "$dir/data"; fi

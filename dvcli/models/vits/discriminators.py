@@ -20,6 +20,17 @@ LRELU_SLOPE = 0.1
 Output = tuple[torch.Tensor, list[torch.Tensor]]  # (flattened scores (B, S), feature maps)
 
 
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> Output:
+    """Leaky-ReLU convolutions then the score layer; every layer's output is a feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1, -1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """Folds the waveform into ``(T / period, period)`` and applies 2-D convolutions along time."""
 
@@ -41,13 +52,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             wav = F.pad(wav, (0, self.period - t % self.period), mode="reflect")
         x = wav.view(b, c, -1, self.period)  # (B, 1, T / period, period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -74,13 +79,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> Output:
         """``(B, 1, T)`` -> scores ``(B, S)`` and feature maps."""
-        x, features = wav, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return _conv_stack(self.convs, self.conv_post, wav)
 
 
 class VitsDiscriminator(nn.Module):
