@@ -38,7 +38,7 @@ from dvcli.features.store import FeatureWriter
 from dvcli.logs import progress
 from dvcli.manifest import Utterance, read_manifest
 from dvcli.outputs import add_meta, stage_output
-from dvcli.runtime import autocast, resolve_device, resolve_precision
+from dvcli.runtime import autocast, resolve_device, resolve_precision, reuse_freed_memory
 from dvcli.units.centroid_files import check_same_features, load_centroids
 from dvcli.units.kmeans import assign
 from dvcli.units.sequences import write_unit_files
@@ -65,7 +65,9 @@ class ExtractUnitsConfig(StageConfig):
     shard: int = 0  # this job's part of the manifest (0-based)
     num_shards: int = 1  # parts the manifest is split into
     batch_seconds: float = 60.0  # padded audio per batch (seconds)
-    max_batch: int = 32  # utterances per batch at most
+    # utterances per batch at most; None = by device: 1 on CPU (padded batches ran at 0.77x of one file at a
+    # time there, bench/extract_units.py), 32 on CUDA
+    max_batch: int | None = None
     chunk_seconds: float = 100.0  # cut longer files into pieces this long (fairseq's 1.6M samples)
     shard_frames: int = 1_000_000  # frames per feature file
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
@@ -195,7 +197,11 @@ def _check(config: ExtractUnitsConfig) -> list[Utterance]:
     Raises:
         UserError: non-positive batch or chunk sizes, nothing to write, an empty shard.
     """
-    if config.batch_seconds <= 0 or config.chunk_seconds <= 0 or config.max_batch < 1:
+    if (
+        config.batch_seconds <= 0
+        or config.chunk_seconds <= 0
+        or (config.max_batch is not None and config.max_batch < 1)
+    ):
         raise UserError("batch_seconds, chunk_seconds and max_batch must be positive")
     if config.kmeans is None and not config.keep_features:
         raise UserError("keep_features=false without --kmeans would write nothing")
@@ -223,6 +229,15 @@ def _centroids_for(config: ExtractUnitsConfig, extractor: FeatureExtractor, info
     return centroids
 
 
+def default_max_batch(device: torch.device) -> int:
+    """Utterances per batch when ``max_batch`` is not set: 32 on CUDA, 1 elsewhere.
+
+    On CPU a padded batch computes its padding and gains nothing from batching (the matrix products
+    are already large): measured 0.77x the throughput of one file at a time (bench/extract_units.py).
+    """
+    return 32 if device.type == "cuda" else 1
+
+
 def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     """Extract features (and units) for the utterances of ``config.manifest`` in this shard.
 
@@ -232,6 +247,8 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     """
     utterances = _check(config)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        reuse_freed_memory()
     extractor = build_extractor(config)
     if isinstance(extractor, torch.nn.Module):
         extractor = extractor.to(device)
@@ -243,6 +260,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
     chunk_frames = max(1, round(config.chunk_seconds * extractor.frame_rate))
     chunk_frames = min(chunk_frames, getattr(extractor, "max_frames", chunk_frames))  # Whisper reads <= 30 s
     budget = int(config.batch_seconds * extractor.sample_rate)
+    max_batch = default_max_batch(device) if config.max_batch is None else config.max_batch
     out = Path(config.out)
     skipped: list[tuple[str, str]] = []
     units: dict[str, np.ndarray] = {}
@@ -297,7 +315,7 @@ def run(config: ExtractUnitsConfig) -> ExtractUnitsResult:
                     parts[utt.id] = [None] * len(chunks)
                     for index, piece in enumerate(chunks):
                         longest = max([len(piece)] + [len(w) for _, _, w in batch])
-                        if batch and (longest * (len(batch) + 1) > budget or len(batch) >= config.max_batch):
+                        if batch and (longest * (len(batch) + 1) > budget or len(batch) >= max_batch):
                             run_batch()
                         batch.append((utt.id, index, piece))
                     bar.advance(task, utt.duration)

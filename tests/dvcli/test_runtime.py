@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -31,3 +35,30 @@ def test_autocast_runs_matmuls_in_the_resolved_dtype() -> None:
         assert (a @ a).dtype == torch.bfloat16
     with autocast("auto", CPU):
         assert (a @ a).dtype == torch.float32
+
+
+_MMAPPED_BY_A_48_MIB_BLOCK = """
+import ctypes, ctypes.util, sys
+from dvcli.runtime import reuse_freed_memory
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+class Mallinfo2(ctypes.Structure):  # glibc's struct mallinfo2 (glibc >= 2.33)
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(48 << 20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_reuse_freed_memory_serves_large_blocks_from_the_heap() -> None:
+    def mapped(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", _MMAPPED_BY_A_48_MIB_BLOCK, mode], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert mapped("default") >= 48 << 20  # glibc's default: a block this large gets its own mmap
+    assert mapped("reuse") == 0  # after reuse_freed_memory: from the heap, reused once freed

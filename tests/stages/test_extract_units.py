@@ -19,7 +19,7 @@ from dvcli.manifest import read_manifest, read_units
 from dvcli.testing import make_manifest
 from stages.cluster import ClusterConfig
 from stages.cluster import run as cluster
-from stages.extract_units import ExtractUnitsConfig, pieces, run, select_shard
+from stages.extract_units import ExtractUnitsConfig, default_max_batch, pieces, run, select_shard
 
 HUBERT = Path(__file__).resolve().parents[1] / "data" / "fairseq_hubert_base.pt"
 
@@ -46,7 +46,7 @@ def test_mfcc_features_for_every_utterance(manifest: Path, tmp_path: Path) -> No
 
 def test_hubert_batched_and_chunked_equal_one_by_one(manifest: Path, tmp_path: Path) -> None:
     cfg = dict(manifest=manifest, features="hubert", checkpoint=HUBERT, layer=2, device="cpu")
-    batched = FeatureStore(run(ExtractUnitsConfig(out=tmp_path / "b", batch_seconds=5.0, **cfg)).out)
+    batched = FeatureStore(run(ExtractUnitsConfig(out=tmp_path / "b", batch_seconds=5.0, max_batch=8, **cfg)).out)
     chunked = FeatureStore(run(ExtractUnitsConfig(out=tmp_path / "c", chunk_seconds=0.3, **cfg)).out)
     extractor = load_hubert(HUBERT, 2)
     for u in read_manifest(manifest):
@@ -55,6 +55,25 @@ def test_hubert_batched_and_chunked_equal_one_by_one(manifest: Path, tmp_path: P
         np.testing.assert_allclose(batched.get(u.id), ref[0].numpy(), rtol=2e-3, atol=2e-3)  # float16 on disk
         assert chunked.get(u.id).shape == batched.get(u.id).shape  # chunks add up to the same frames
     assert FeatureStore(tmp_path / "b").meta["layer"] == 2
+
+
+def test_batch_size_is_chosen_per_device(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_max_batch(torch.device("cpu")) == 1 and default_max_batch(torch.device("cuda")) == 32
+    sizes: list[int] = []
+    forward = MfccFeatures.__call__
+
+    def spy(self: MfccFeatures, wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sizes.append(len(wavs))
+        return forward(self, wavs, lengths)
+
+    monkeypatch.setattr(MfccFeatures, "__call__", spy)
+    run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "auto", features="mfcc"))
+    assert sizes == [1] * 6  # CPU: one file per forward
+    sizes.clear()
+    run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "four", features="mfcc", max_batch=4))
+    assert sizes == [4, 2]
+    with pytest.raises(UserError, match="max_batch must be positive"):
+        run(ExtractUnitsConfig(manifest=manifest, out=tmp_path / "zero", features="mfcc", max_batch=0))
 
 
 def test_pieces_cover_the_frames_of_the_whole_file() -> None:
