@@ -1,9 +1,12 @@
-"""``dv prepare``: turn a corpus folder into ``manifest.tsv``.
+"""``dv prepare``: turn a corpus description into ``manifest.tsv``.
 
-Layouts: see :mod:`dvcli.corpora` (``format="auto"`` picks one by looking at the folder).
+Formats: see :mod:`dvcli.corpora` (``format="auto"`` picks one by looking at the folder).
 
-Durations come from file headers (no decoding). Unreadable, empty and zero-length files are counted,
-listed and skipped; the stage fails only when nothing usable remains.
+An utterance that is a whole file is listed where it is, its duration read from the header (no
+decoding). One that is part of a file (Kaldi ``segments``, lhotse supervisions) or stored inside the
+description (a Hugging Face Arrow file) is decoded and written to ``OUT/audio/ID.flac`` (16-bit,
+its own rate, channels averaged). Unreadable, empty and zero-length ones are counted, listed in
+``skipped.tsv`` and skipped; the stage fails only when nothing usable remains.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from dvcli.audio import audio_info
+from dvcli.audio import audio_info, save_audio
 from dvcli.config import StageConfig
-from dvcli.corpora import CorpusEntry, CorpusFormat, detect_format, scan_corpus
+from dvcli.corpora import CorpusEntry, CorpusFormat, CorpusOptions, detect_format, scan_corpus
 from dvcli.errors import UserError
 from dvcli.logs import track
 from dvcli.manifest import Utterance, write_manifest
@@ -37,6 +41,10 @@ class PrepareConfig(StageConfig):
     max_duration: float = 0.0  # drop utterances longer than this (seconds); 0 = no limit
     speakers_heldout: int = 0  # hold out this many speakers (split=heldout); 0 = keep speakers.tsv's split
     vctk_mic: Literal[1, 2] = 1  # VCTK 0.92 records two microphones; keep this one
+    audio_column: str = "audio"  # hf: the column holding the audio
+    text_column: str = "text"  # hf: the column holding the transcript
+    speaker_column: str = "speaker"  # hf: the column holding the speaker
+    chime_channel: int = 5  # chime3: tablet microphone (1-6) of the noisy recordings; the booth's is CH0
 
 
 @dataclasses.dataclass
@@ -78,47 +86,32 @@ def run(config: PrepareConfig) -> PrepareResult:
         raise UserError(f"{source}: corpus folder not found")
     fmt = detect_format(source) if config.format == "auto" else config.format
     log.info("reading %s as a %s corpus", source, fmt)
-    candidates = list(scan_corpus(source, fmt, vctk_mic=config.vctk_mic))
+    options = CorpusOptions(
+        vctk_mic=config.vctk_mic,
+        audio_column=config.audio_column,
+        text_column=config.text_column,
+        speaker_column=config.speaker_column,
+        chime_channel=config.chime_channel,
+    )
+    candidates = list(scan_corpus(source, fmt, options))
     if not candidates:
         raise UserError(f"{source}: no audio files found for format '{fmt}' (check --format)")
     candidates = _unique_ids(candidates)
 
-    utterances: list[Utterance] = []
-    unreadable: list[tuple[Path, str]] = []
-    filtered = 0
-    for cand in track(candidates, "reading headers"):
-        try:
-            info = audio_info(cand.audio)
-        except UserError as err:
-            unreadable.append((cand.audio, str(err).split(": ", 1)[-1]))
-            continue
-        if info.duration < config.min_duration or (config.max_duration > 0 and info.duration > config.max_duration):
-            filtered += 1
-            continue
-        utterances.append(
-            Utterance(
-                id=cand.id,
-                audio=cand.audio.resolve(),
-                speaker=cand.speaker,
-                duration=info.duration,
-                text=cand.text,
-                split=cand.split,
-            )
-        )
-    for path, reason in unreadable[:5]:
-        log.warning("skipped %s: %s", path, reason)
-    if len(unreadable) > 5:
-        log.warning("... and %d more unreadable files", len(unreadable) - 5)
-    if not utterances:
-        raise UserError(
-            f"{source}: no usable utterances ({len(unreadable)} unreadable, {filtered} outside the duration limits)"
-        )
-
-    speakers = sorted({u.speaker for u in utterances})
-    heldout = _assign_split(utterances, speakers, config)
-    utterances.sort(key=lambda u: (u.speaker, u.id))
     out = Path(config.out)
     with stage_output(out, stage="prepare", config=config, inputs={"source": source.resolve()}) as tmp:
+        utterances, unreadable, filtered = _read_audio(candidates, config, tmp, out.resolve())
+        for path, reason in unreadable[:5]:
+            log.warning("skipped %s: %s", path, reason)
+        if len(unreadable) > 5:
+            log.warning("... and %d more unreadable files", len(unreadable) - 5)
+        if not utterances:
+            raise UserError(
+                f"{source}: no usable utterances ({len(unreadable)} unreadable, {filtered} outside the duration limits)"
+            )
+        speakers = sorted({u.speaker for u in utterances})
+        heldout = _assign_split(utterances, speakers, config)
+        utterances.sort(key=lambda u: (u.speaker, u.id))
         write_manifest(tmp / "manifest.tsv", utterances, relative_to=out.resolve())
         if unreadable:
             (tmp / "skipped.tsv").write_text(
@@ -135,6 +128,68 @@ def run(config: PrepareConfig) -> PrepareResult:
         unreadable=unreadable,
         filtered=filtered,
     )
+
+
+def _read_audio(
+    candidates: list[CorpusEntry], config: PrepareConfig, tmp: Path, final: Path
+) -> tuple[list[Utterance], list[tuple[Path, str]], int]:
+    """Durations of whole files from their headers; other entries decoded into ``tmp/audio/``.
+
+    Returns the utterances in the duration limits (audio paths as they will be under ``final``),
+    the unreadable sources with reasons, and how many fell outside the limits.
+    """
+    utterances: list[Utterance] = []
+    unreadable: list[tuple[Path, str]] = []
+    filtered = 0
+    names: set[str] = set()
+    for cand in track(candidates, "reading audio"):
+        if cand.reader is None:
+            try:
+                duration = audio_info(cand.audio).duration
+            except UserError as err:
+                unreadable.append((cand.audio, str(err).split(": ", 1)[-1]))
+                continue
+            audio = cand.audio.resolve()
+        else:
+            try:
+                samples, rate = cand.reader()
+            except Exception as err:  # decoders raise many kinds; the source is listed in skipped.tsv
+                unreadable.append((cand.audio, f"cannot read {cand.id}: {type(err).__name__}: {err}"))
+                continue
+            wav = samples.mean(axis=0) if samples.ndim == 2 else samples
+            duration = len(wav) / rate if rate else 0.0
+            if duration <= 0:
+                unreadable.append((cand.audio, f"{cand.id} is empty"))
+                continue
+        if duration < config.min_duration or (config.max_duration > 0 and duration > config.max_duration):
+            filtered += 1
+            continue
+        if cand.reader is not None:
+            stem = _file_name(cand.id)
+            while stem in names:  # ids that differ only in unsafe characters
+                stem += "_"
+            names.add(stem)
+            name = Path("audio") / f"{stem}.flac"
+            (tmp / name).parent.mkdir(exist_ok=True)
+            save_audio(tmp / name, wav, rate)
+            audio = final / name
+        utterances.append(
+            Utterance(
+                id=cand.id,
+                audio=audio,
+                speaker=cand.speaker,
+                duration=duration,
+                text=cand.text,
+                condition=cand.condition,
+                split=cand.split,
+            )
+        )
+    return utterances, unreadable, filtered
+
+
+def _file_name(uid: str) -> str:
+    """A file name for an utterance id: path separators and other unsafe characters become ``_``."""
+    return re.sub(r"[^\w.\-]", "_", uid).lstrip(".") or "_"
 
 
 def _assign_split(utterances: list[Utterance], speakers: list[str], config: PrepareConfig) -> list[str]:

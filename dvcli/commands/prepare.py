@@ -23,11 +23,34 @@ app = typer.Typer()
 
 @app.command("prepare")
 def prepare(
-    source: Annotated[Path, typer.Argument(help="Corpus folder.", exists=True, file_okay=False)],
+    source: Annotated[
+        Path,
+        typer.Argument(help="Corpus folder (or Kaldi / lhotse / Hugging Face folder).", exists=True, file_okay=False),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (receives manifest.tsv).", file_okay=False)],
     format: Annotated[
         Optional[str],
-        setting(stage.PrepareConfig, "format", "auto | folder | ljspeech | vctk | libritts | kaldi.", "--format"),
+        setting(
+            stage.PrepareConfig,
+            "format",
+            "auto | folder | ljspeech | vctk | libritts | kaldi | lhotse | hf | chime3.",
+            "--format",
+        ),
+    ] = None,
+    audio_column: Annotated[
+        Optional[str], setting(stage.PrepareConfig, "audio_column", "hf: the audio column.", "--audio-column")
+    ] = None,
+    text_column: Annotated[
+        Optional[str], setting(stage.PrepareConfig, "text_column", "hf: the transcript column.", "--text-column")
+    ] = None,
+    speaker_column: Annotated[
+        Optional[str], setting(stage.PrepareConfig, "speaker_column", "hf: the speaker column.", "--speaker-column")
+    ] = None,
+    chime_channel: Annotated[
+        Optional[int],
+        setting(
+            stage.PrepareConfig, "chime_channel", "chime3: tablet channel of the noisy recordings.", "--chime-channel"
+        ),
     ] = None,
     min_duration: Annotated[Optional[float], typer.Option(help="Drop utterances shorter than this (s).")] = None,
     max_duration: Annotated[
@@ -41,7 +64,7 @@ def prepare(
     device: DeviceOption = None,
     seed: SeedOption = None,
 ) -> None:
-    """Scan a corpus folder and write OUT/manifest.tsv (id, audio, speaker, duration, text[, split]).
+    """Scan a corpus and write OUT/manifest.tsv (id, audio, speaker, duration, text[, condition, split]).
 
     Example: dv prepare examples/toy -o data/toy
     """
@@ -52,6 +75,10 @@ def prepare(
         source=source,
         out=out,
         format=format,
+        audio_column=audio_column,
+        text_column=text_column,
+        speaker_column=speaker_column,
+        chime_channel=chime_channel,
         min_duration=min_duration,
         max_duration=max_duration,
         speakers_heldout=speakers_heldout,

@@ -171,7 +171,9 @@ def test_kaldi_data_directory_reads_into_the_folder_corpus_manifest(tmp_path: Pa
     "change,message",
     [
         (lambda d: (d / "wav.scp").write_text("u1 sox in.flac -t wav - |\n"), "is a command"),
-        (lambda d: (d / "segments").write_text("u1 rec1 0.0 1.0\n"), "segments: utterances cut from longer"),
+        (lambda d: (d / "segments").write_text("spk0_000 rec1 0.0\n"), "segments:1: expected 'utterance recording"),
+        (lambda d: (d / "segments").write_text("spk0_000 rec1 1.0 0.5\n"), "runs from 1 s to 0.5 s"),
+        (lambda d: (d / "segments").write_text("spk0_000 rec1 0 -1\n"), "cut from 'rec1', which wav.scp does not"),
         (lambda d: (d / "utt2spk").write_text("other spk\n"), "no speaker for utterance"),
         (lambda d: (d / "utt2spk").write_text("lonely\n"), "utt2spk:1: 'lonely' has no value"),
     ],

@@ -1,0 +1,64 @@
+"""What a corpus reader yields: one utterance, before its audio is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dvcli.manifest import read_utf8
+
+#: Reads an utterance that is not a whole file: ``(samples, rate)``, samples ``(T,)`` or ``(C, T)`` float32.
+AudioReader = Callable[[], tuple[np.ndarray, int]]
+
+
+@dataclasses.dataclass
+class CorpusEntry:
+    """An utterance found in a corpus description.
+
+    ``reader`` is None when the utterance is the whole of ``audio`` (the manifest then points at the
+    file); otherwise (a segment of a recording, audio stored inside a dataset) it reads the samples,
+    which ``dv prepare`` writes into its output folder, and ``audio`` only names the source.
+    """
+
+    id: str
+    audio: Path
+    speaker: str
+    text: str
+    split: str = ""
+    condition: str = ""
+    reader: AudioReader | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusOptions:
+    """The settings some layouts take (see ``dv prepare``'s ``PrepareConfig``)."""
+
+    vctk_mic: int = 1  # VCTK 0.92: which of the two microphones
+    audio_column: str = "audio"  # Hugging Face datasets: the column names
+    text_column: str = "text"
+    speaker_column: str = "speaker"
+    chime_channel: int = 5  # CHiME-3: the tablet microphone of the noisy recordings (booth: the close-talk CH0)
+
+
+def read_span(path: Path, start: float, end: float | None) -> tuple[np.ndarray, int]:
+    """Samples ``[start, end)`` seconds of ``path`` as ``(C, T)`` float32 and the rate (``end`` None: to the end)."""
+    rate = sf.info(str(path)).samplerate
+    stop = None if end is None else round(end * rate)
+    data, rate = sf.read(str(path), start=round(start * rate), stop=stop, dtype="float32", always_2d=True)
+    return data.T, rate
+
+
+def read_encoded(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode an in-memory audio file (WAV, FLAC, OGG...) to ``(C, T)`` float32 and its rate."""
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return samples.T, rate
+
+
+def read_text(path: Path) -> str:
+    """A transcript file's text on one line (UTF-8, byte-order mark dropped; anything else is refused)."""
+    return " ".join(read_utf8(path).split())
