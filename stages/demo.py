@@ -237,7 +237,11 @@ def pipeline(config: DemoConfig) -> list[_Stage]:
             shown=synth / "synth.tsv",
         ),
         _Stage(
-            "evaluate", report, lambda: evaluate.run(evaluate_config()), _evaluate_headline, shown=report / "report.md"
+            "evaluate",
+            report,
+            lambda: evaluate.run(evaluate_config()),
+            _evaluate_headline,
+            shown=report / "report.html",
         ),
     ]
 

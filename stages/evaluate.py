@@ -11,7 +11,7 @@ Each system is a ``synth.tsv`` (or a manifest, scored as ground truth; see
 
 Writes ``report.json`` (every group's mean, 95% CI and count, timing per metric), ``report.md``
 (a Table-1-style table plus a long one), ``clips.tsv`` (every clip's scores and transcript) and
-one PNG bar chart per metric.
+one PNG bar chart per metric, and ``report.html``, the listening page (:mod:`dvcli.evaluation.listening_page`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dvcli.errors import UserError
 from dvcli.evaluation.asr import AUTO, load_asr, score_transcript
 from dvcli.evaluation.clips import Clip, condition_order, gather_clips, system_order
 from dvcli.evaluation.dnsmos import load_dnsmos
+from dvcli.evaluation.listening_page import write_listening_page
 from dvcli.evaluation.report import (
     Group,
     Metric,
@@ -96,6 +97,7 @@ class EvaluateConfig(StageConfig):
     target_utterances: int = 10  # at most this many utterances per speaker form the centroid
     max_clips: int = 0  # score at most this many clips per system (0 = all)
     plots: bool = True  # write PNG bar charts
+    page_rows: int = 20  # sentences per system x condition on the listening page report.html (0 = no page)
 
 
 @dataclasses.dataclass
@@ -223,6 +225,9 @@ def run(config: EvaluateConfig) -> EvaluateResult:
                     if key in TABLE1 and plot_per_speaker(groups, METRICS[key], tmp / f"{key}_per_speaker.png"):
                         plots.append(f"{key}_per_speaker.png")
         (tmp / "report.md").write_text(_markdown(groups, keys, systems, conditions, report, plots), encoding="utf-8")
+        if config.page_rows > 0:
+            table = [METRICS[k] for k in keys]
+            write_listening_page(tmp, clips, records, groups, table, plots, rows_per_group=config.page_rows)
         _write_clips(tmp / "clips.tsv", records)
         add_meta(tmp, clips=len(records), systems=systems, conditions=conditions)
     return EvaluateResult(out=out, groups=groups, clips=len(records), seconds_per_clip=seconds_per_clip)

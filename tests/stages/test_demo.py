@@ -36,6 +36,11 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     report = (tmp_path / "demo" / "report" / "report.md").read_text(encoding="utf-8")
     assert "dino-vits" in report and "ground truth" in report and "noisy" in report
     assert "dino-vits / clean" in first.stages["evaluate"].headline
+    # The listening page holds the demo's clips: both conditions, every cloned clip copied beside it.
+    page = (tmp_path / "demo" / "report" / "report.html").read_text(encoding="utf-8")
+    assert page.count('<section data-system="dino-vits"') == 2
+    copied = {p.read_bytes() for p in (tmp_path / "demo" / "report" / "listen" / "audio").iterdir()}
+    assert all((synth / r["out"]).read_bytes() in copied for r in rows)
 
     stamp = (tmp_path / "demo" / "data" / "meta.json").stat().st_mtime_ns
     again = run(config)
