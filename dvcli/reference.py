@@ -5,7 +5,8 @@
 
 1. refuses what no speaker embedding can come from: clips shorter than ``min_seconds`` (0.5 s) and
    digital silence;
-2. removes DC offset and rumble below 20 Hz (cheap phone microphones and call recorders add both);
+2. removes DC offset and rumble below 20 Hz (cheap phone microphones and call recorders add both),
+   then, with ``denoise``, enhances the clip (:mod:`dvcli.denoise`: the paper's denoiser front-end);
 3. finds the speech with a voice-activity detector (:func:`voiced_frames`: WebRTC's GMM detector from
    the ``webrtcvad`` module, ``webrtcvad-wheels`` on PyPI, confirmed by frame energy above the clip's
    noise floor), so a short utterance inside long silence or quiet noise is found; a clip with less
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from dvcli.audio import SAMPLE_RATE, load_audio
+from dvcli.denoise import load_denoiser
 from dvcli.errors import path_error
 from dvcli.speaker.encoder import MIN_SECONDS
 
@@ -53,6 +55,7 @@ class ReferenceOptions:
     silence_dbfs: float = -70.0  # a clip whose loudest frame is below this is silent
     vad_floor_db: float = 40.0  # without vad: frames this far below the loudest (95th percentile) set no level
     noise_range_db: float = 4.0  # without vad: frame energies spread less than this (p95 - p10) -> warning
+    denoise: str = "none"  # enhance the clip first: none, dfn3 (DeepFilterNet3) or rnnoise (dvcli.denoise)
 
 
 @dataclasses.dataclass
@@ -167,6 +170,8 @@ def prepare_reference(wav: torch.Tensor, options: ReferenceOptions, *, name: str
             "give a clip in which the voice can be heard",
         )
     wav = remove_dc(wav)
+    if options.denoise != "none":
+        wav = load_denoiser(options.denoise)(wav)
     if not options.vad:
         return _whole_clip(wav, seconds, options, name)
     voiced = voiced_frames(wav, options.vad_aggressiveness)

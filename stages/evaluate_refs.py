@@ -10,7 +10,11 @@ utterance's text; the same test is repeated with noise added to the reference. T
 - ``OUT/batch.tsv``: ``id``, ``text``, ``ref``, ``condition``, ``speaker``, ``snr``, ``noise``,
   ``ref_clean``, ``recording`` — the ``dv synthesize --batch`` input, whose extra columns pass through
   to ``synth.tsv`` for ``dv evaluate run`` (``ref_clean`` lets SECS compare against the clean clip,
-  ``recording`` is the real recording of the test sentence).
+  ``recording`` is the real recording of the test sentence);
+- with ``denoise``: ``OUT/refs/clean-DENOISER/`` and ``OUT/refs/noisy-SNRdB-DENOISER/``, every
+  reference enhanced (the paper's denoiser front-end, :mod:`dvcli.denoise`); ``ref`` points at
+  them, ``ref_clean`` stays the unprocessed clean crop, and a ``denoise`` column names the denoiser
+  so ``dv evaluate run`` reports the arm as its own system.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dvcli.audio import SAMPLE_RATE, load_audio, save_audio
 from dvcli.config import StageConfig
+from dvcli.denoise import DenoiseName, Denoiser, load_denoiser
 from dvcli.errors import UserError, path_error
 from dvcli.evaluation.noise import NoiseSource, mix_at_snr
 from dvcli.manifest import Utterance, read_manifest
@@ -45,6 +51,7 @@ class RefsConfig(StageConfig):
     ref_seconds: float = 3.0  # crop of each reference clip (the paper: 3 s)
     snrs: list[float] = dataclasses.field(default_factory=lambda: [0.0])  # a noisy condition per SNR (dB)
     noise: Path | None = None  # folder of noise clips (default: white noise)
+    denoise: DenoiseName = "none"  # enhance every reference (clean and noisy) as the denoiser front-end baseline
 
 
 @dataclasses.dataclass
@@ -88,6 +95,7 @@ def run(config: RefsConfig) -> RefsResult:
             "mark test speakers with `dv prepare --speakers-heldout N` or pass --split ''",
         )
     noise = NoiseSource(config.noise)
+    denoiser = load_denoiser(config.denoise) if config.denoise != "none" else None
     rng = np.random.default_rng(config.seed)
     pick = random.Random(config.seed)
     crop = int(config.ref_seconds * SAMPLE_RATE)
@@ -119,11 +127,16 @@ def run(config: RefsConfig) -> RefsResult:
                     "ref_clean": str(clean_rel),
                     "recording": str(Path(test.audio).resolve()),
                 }
+                if denoiser is not None:
+                    common["denoise"] = config.denoise
+                    clean_rel = _save_denoised(tmp, "clean", test.id, wav, denoiser)
                 table.append({"id": f"{test.id}-clean", "ref": str(clean_rel), "condition": "clean", **common})
                 for snr in config.snrs:
                     noisy = mix_at_snr(wav, noise.sample(len(wav), rng), snr, rng)
                     noisy_rel = Path("refs") / f"noisy-{snr:g}dB" / f"{test.id}.wav"
                     save_audio(tmp / noisy_rel, noisy, SAMPLE_RATE)
+                    if denoiser is not None:
+                        noisy_rel = _save_denoised(tmp, f"noisy-{snr:g}dB", test.id, noisy, denoiser)
                     table.append(
                         {
                             "id": f"{test.id}-noisy{snr:g}",
@@ -135,8 +148,16 @@ def run(config: RefsConfig) -> RefsResult:
                         }
                     )
         with open(tmp / BATCH_FILE, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, COLUMNS, delimiter="\t", lineterminator="\n")
+            columns = COLUMNS + (("denoise",) if denoiser is not None else ())
+            writer = csv.DictWriter(f, columns, delimiter="\t", lineterminator="\n")
             writer.writeheader()
             writer.writerows(table)
         add_meta(tmp, speakers=len(usable), tests=tests, rows=len(table))
     return RefsResult(Path(config.out), len(usable), tests, len(table))
+
+
+def _save_denoised(tmp: Path, condition: str, uid: str, wav: np.ndarray, denoiser: Denoiser) -> Path:
+    """Write the enhanced reference to ``refs/CONDITION-DENOISER/ID.wav``; its path relative to ``tmp``."""
+    rel = Path("refs") / f"{condition}-{denoiser.name}" / f"{uid}.wav"
+    save_audio(tmp / rel, denoiser(torch.from_numpy(np.asarray(wav, dtype=np.float32))), SAMPLE_RATE)
+    return rel

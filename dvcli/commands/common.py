@@ -46,6 +46,13 @@ DeviceOption = Annotated[
 SeedOption = Annotated[
     Optional[int], typer.Option("--seed", help=f"Random seed (default: {StageConfig.seed}).", rich_help_panel="Common")
 ]
+DenoiseOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--denoise",
+        help="Enhance the reference before it is embedded: none | dfn3 (DeepFilterNet3) | rnnoise.",
+    ),
+]
 GpusOption = Annotated[
     Optional[int],
     typer.Option(

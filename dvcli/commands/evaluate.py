@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from dvcli.commands.common import (
     ConfigOption,
+    DenoiseOption,
     DeviceOption,
     SeedOption,
     SetOption,
@@ -208,6 +209,7 @@ def refs(
         setting(refs_stage.RefsConfig, "snrs", "A noisy condition per SNR in dB, comma-separated ('' = none)."),
     ] = None,
     noise: NoiseFolder = None,
+    denoise: DenoiseOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     seed: SeedOption = None,
@@ -229,6 +231,7 @@ def refs(
         ref_seconds=ref_seconds,
         snrs=_floats(snrs),
         noise=noise,
+        denoise=denoise,
         seed=seed,
     )
     print_summary("dv evaluate refs", refs_stage.run(cfg).summary())

@@ -9,6 +9,7 @@ import typer
 
 from dvcli.commands.common import (
     ConfigOption,
+    DenoiseOption,
     DeviceOption,
     SeedOption,
     SetOption,
@@ -73,6 +74,7 @@ def synthesize(
             "--vad/--no-vad",
         ),
     ] = None,
+    denoise: DenoiseOption = None,
     pause: Annotated[
         Optional[float], setting(stage.SynthesizeConfig, "pause", "Seconds of silence between sentences.", "--pause")
     ] = None,
@@ -140,6 +142,7 @@ def synthesize(
         length_scale=length_scale,
         ref_seconds=ref_seconds,
         vad=vad,
+        denoise=denoise,
         pause=pause,
         beams=beams,
         backend=backend,

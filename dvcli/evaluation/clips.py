@@ -180,7 +180,7 @@ def ground_truth_clips(manifest: str | Path, *, name: str = GROUND_TRUTH, split:
     return clips
 
 
-_SYNTH_KNOWN = {"id", "out", "text", "ref", "ref_clean", "condition", "speaker", "noise", "snr"}
+_SYNTH_KNOWN = {"id", "out", "text", "ref", "ref_clean", "condition", "speaker", "noise", "snr", "denoise"}
 
 
 def _read_synth(path: Path, name: str) -> list[Clip]:
@@ -204,9 +204,10 @@ def _read_synth(path: Path, name: str) -> list[Clip]:
         except ValueError:
             raise UserError(f"{path}:{lineno}: snr '{snr_text}' is not a number (dB)") from None
         ref = _resolve(base, row.get("ref"))
+        denoise = (row.get("denoise") or "").strip()
         clips.append(
             Clip(
-                system=name,
+                system=f"{name} + {denoise}" if denoise and denoise != "none" else name,
                 id=uid,
                 audio=_resolve(base, out) or base / out,
                 text=row.get("text") or "",

