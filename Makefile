@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dv-installed
-EXTRAS ?= dev,eval
+EXTRAS ?= dev,eval,corpora,denoise
 # Every install reads the lock through PIP_CONSTRAINT, so pip's isolated build environment
 # (setuptools for the editable install) is held to it as well as the packages themselves.
 LOCK := constraints.txt
@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install --quiet -e '.[$(EXTRAS)]'
 	# resemblyzer (SECS) without its declared dependencies: see the eval extra in pyproject.toml.
 	case ',$(EXTRAS),' in *,eval,*) $(PIP) install --quiet --no-deps 'resemblyzer==0.1.4';; esac
+	# pyrnnoise (--denoise rnnoise) without its declared dependencies: see the denoise extra.
+	case ',$(EXTRAS),' in *,denoise,*) $(PIP) install --quiet --no-deps 'pyrnnoise==0.4.5';; esac
 	touch $(STAMP)
 
 lock:
