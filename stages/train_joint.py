@@ -8,7 +8,8 @@ Each step (:func:`stages.train_joint_loop._step`):
    conditions VITS;
 3. the **sidecar**: two ``crop_seconds`` crops of every utterance, each augmented independently;
    ``dino``: student (CAM++ + head) and EMA teacher see them, loss over both pairings
-   (:mod:`dvcli.dino`); ``aam``: AAM-Softmax over the manifest's speakers; ``none``: nothing;
+   (:mod:`dvcli.dino`); ``aam``: AAM-Softmax over the manifest's speakers; ``simclr``, ``moco``,
+   ``byol``, ``vicreg``: those objectives over the two crops (:mod:`dvcli.ssl`); ``none``: nothing;
 4. one VITS discriminator + generator update (:class:`VitsTrainer`) with ``lambda * sidecar`` added
    to the generator loss, so the encoder and head step with the generator (same clipping and
    non-finite guard); then the teacher's EMA update.

@@ -13,6 +13,7 @@ from dvcli.config import StageConfig
 from dvcli.dino import DinoConfig
 from dvcli.joint.data import JointExample
 from dvcli.joint.model import UnitInfo
+from dvcli.ssl import SslConfig
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -35,13 +36,16 @@ class TrainJointConfig(StageConfig):
     phase1_steps: int = 95000  # steps training only the encoder's last layer (+ head) with VITS
     phase2_steps: int = 175000  # then steps training the whole encoder
     batch_size: int = 40  # utterances per step and process (paper: 80 on 2 GPUs)
-    speaker_loss: Literal["dino", "aam", "none"] = "dino"  # the encoder's sidecar loss (ablations: aam, none)
+    # the encoder's sidecar loss: dino (the paper), aam, none, or another self-supervised objective
+    # (simclr, moco, byol, vicreg: dvcli.ssl, the seed's cross-loss ablation)
+    speaker_loss: Literal["dino", "aam", "none", "simclr", "moco", "byol", "vicreg"] = "dino"
     speaker_loss_weight: float = 1.0  # lambda: total = VITS loss + lambda * sidecar loss
     ref_augment: bool = True  # noise/reverb-augment the reference that conditions VITS
     freeze_speaker: bool = False  # keep the encoder fixed (YourTTS-style frozen verifier; no sidecar)
     ref_seconds: float = 8.0  # longest reference crop fed to the encoder
     crop_seconds: float = 2.0  # length of the two sidecar crops (shorter utterances are tiled)
     dino: DinoConfig = dataclasses.field(default_factory=DinoConfig)  # head sizes, temperatures, EMA
+    ssl: SslConfig = dataclasses.field(default_factory=SslConfig)  # simclr/moco/byol/vicreg projector and weights
     aam_scale: float = 32.0  # AAM-Softmax scale (speaker_loss=aam)
     aam_margin: float = 0.2  # AAM-Softmax margin (speaker_loss=aam)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # noise and reverberation

@@ -31,6 +31,7 @@ from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.runtime import resolve_precision
 from dvcli.speaker.encoder import SpeakerFrontend
+from dvcli.ssl import EMA_TARGET, SSL_LOSSES, SslHead
 from dvcli.training.checkpoints import CheckpointManager, step_generator
 from dvcli.training.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
 from dvcli.training.history import HistoryRow, window_mean
@@ -86,8 +87,11 @@ def _setup(info: DistInfo, config: TrainJointConfig, plan: Plan, work: Path) -> 
         head = DinoHead.from_config(encoder.embedding_size, config.dino)
     elif sidecar == "aam":
         head = AAMSoftmax(encoder.embedding_size, len(plan.speakers), scale=config.aam_scale, margin=config.aam_margin)
+    elif sidecar in SSL_LOSSES:
+        head = SslHead(sidecar, encoder.embedding_size, config.ssl)
     student = SpeakerStudent(SpeakerFrontend(encoder), sidecar, head).to(device)
-    teacher = make_teacher(student.dino_branch()).to(device) if sidecar == "dino" else None
+    with_teacher = sidecar == "dino" or sidecar in EMA_TARGET
+    teacher = make_teacher(student.dino_branch()).to(device) if with_teacher else None
     dino_loss = DinoLoss(config.dino.out_dim, config.dino).to(device) if sidecar == "dino" else None
 
     step_config = TrainStepConfig(
@@ -155,7 +159,8 @@ def _restore(run: _Run, resume_from: Path) -> tuple[int, list[dict[str, float]]]
     run.student.load_state_dict(state["student"])
     if run.teacher is not None:
         run.teacher.load_state_dict(state["teacher"])
-        run.dino_loss.load_state_dict(state["dino_loss"])  # type: ignore[union-attr]
+    if run.dino_loss is not None:
+        run.dino_loss.load_state_dict(state["dino_loss"])
     return int(state["step"]), [dict(row) for row in state["history"]]
 
 
@@ -216,6 +221,15 @@ def _step(
     elif run.sidecar == "aam":
         row["loss_aam"] = float(side.detach())
         extra_loss = config.speaker_loss_weight * side
+    elif run.sidecar in SSL_LOSSES:
+        target = None
+        if run.teacher is not None:  # moco's momentum encoder, byol's target network
+            run.teacher.train()
+            with torch.no_grad(), run.trainer.autocast():
+                target = run.teacher(views)
+        loss_s, ssl_stats = run.student.head.loss(side, target)  # type: ignore[union-attr, operator]
+        row.update(ssl_stats)
+        extra_loss = config.speaker_loss_weight * loss_s
     stats = run.trainer.step(
         batch,
         embedding.float(),

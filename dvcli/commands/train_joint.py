@@ -52,7 +52,12 @@ def train_joint(
     ] = None,
     speaker_loss: Annotated[
         str | None,
-        setting(stage.TrainJointConfig, "speaker_loss", "Encoder sidecar loss: dino | aam | none.", "--speaker-loss"),
+        setting(
+            stage.TrainJointConfig,
+            "speaker_loss",
+            "Encoder sidecar loss: dino | aam | none | simclr | moco | byol | vicreg.",
+            "--speaker-loss",
+        ),
     ] = None,
     ref_augment: Annotated[
         bool | None,

@@ -2,7 +2,7 @@
 
 :class:`SpeakerStudent` is one ``nn.Module`` so that DistributedDataParallel sees every trained
 speaker parameter in a single forward call per step: it embeds the reference (which conditions
-VITS) and the two augmented views (which feed the DINO or AAM sidecar).
+VITS) and the two augmented views (which feed the DINO, AAM or other self-supervised sidecar).
 
 Phases (:func:`apply_phase`): in phase 1 only the encoder's final dense layer
 (:meth:`CAMPPlus.last_layer_parameters`) and the sidecar head learn; in phase 2 the whole encoder
@@ -21,14 +21,19 @@ from torch import nn
 from dvcli.dino import DinoHead
 from dvcli.models.aam import AAMSoftmax
 from dvcli.speaker.encoder import SpeakerFrontend
+from dvcli.ssl import SSL_LOSSES, SslHead
 
 Phase = Literal["last-layer", "full", "frozen"]
 
 
 class DinoBranch(nn.Module):
-    """Encoder + DINO head: waveforms ``(B, T)`` -> ``(B, K)`` logits. The teacher is an EMA copy."""
+    """Encoder + head: waveforms ``(B, T)`` -> head outputs. The EMA teacher / target is a copy of one.
 
-    def __init__(self, frontend: SpeakerFrontend, head: DinoHead) -> None:
+    The head is the DINO head (DINO's teacher), or the projector of a MoCo or BYOL sidecar (their
+    momentum encoder / target network).
+    """
+
+    def __init__(self, frontend: SpeakerFrontend, head: nn.Module) -> None:
         super().__init__()
         self.frontend, self.head = frontend, head
 
@@ -41,20 +46,28 @@ class SpeakerStudent(nn.Module):
 
     Args:
         frontend: fbank + CAM++.
-        sidecar: ``"dino"`` (a :class:`DinoHead` is given), ``"aam"`` (an :class:`AAMSoftmax`), or ``"none"``.
-        head: the DINO head or AAM classifier (None for ``"none"``).
+        sidecar: ``"dino"`` (a :class:`DinoHead` is given), ``"aam"`` (an :class:`AAMSoftmax`), one of
+            :data:`dvcli.ssl.SSL_LOSSES` (an :class:`SslHead`), or ``"none"``.
+        head: the DINO head, AAM classifier or SSL head (None for ``"none"``).
     """
 
     def __init__(self, frontend: SpeakerFrontend, sidecar: str, head: nn.Module | None = None) -> None:
         super().__init__()
-        if (sidecar == "dino") != isinstance(head, DinoHead) or (sidecar == "aam") != isinstance(head, AAMSoftmax):
+        if (
+            (sidecar == "dino") != isinstance(head, DinoHead)
+            or (sidecar == "aam") != isinstance(head, AAMSoftmax)
+            or (sidecar in SSL_LOSSES) != isinstance(head, SslHead)
+        ):
             raise ValueError(f"sidecar {sidecar!r} does not fit a {type(head).__name__} head")
         self.sidecar = sidecar
         self.frontend = frontend
         self.head = head
 
     def dino_branch(self) -> DinoBranch:
-        """The student's encoder + DINO head as one module (what the teacher is an EMA copy of)."""
+        """The student's encoder + head as one module, what the EMA copy follows: DINO's whole head,
+        the projector of MoCo and BYOL (their targets have no predictor)."""
+        if isinstance(self.head, SslHead):
+            return DinoBranch(self.frontend, self.head.projector)
         assert isinstance(self.head, DinoHead)
         return DinoBranch(self.frontend, self.head)
 
@@ -78,13 +91,14 @@ class SpeakerStudent(nn.Module):
 
         Returns:
             ``(B, D)`` reference embeddings (they condition VITS), ``(2B, D)`` view embeddings (or
-            None), and the sidecar output: DINO logits ``(2B, K)`` or the AAM loss (or None).
+            None), and the sidecar output: DINO logits ``(2B, K)``, SSL head outputs ``(2B, out_dim)``,
+            or the AAM loss (or None).
         """
         emb = self.frontend(reference)
         if views is None or self.sidecar == "none":
             return emb, None, None
         view_emb = self.frontend(views)
-        if self.sidecar == "dino":
+        if self.sidecar != "aam":
             return emb, view_emb, self.head(view_emb)
         loss, _ = self.head(view_emb, labels, margin)
         return emb, view_emb, loss

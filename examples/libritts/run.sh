@@ -12,7 +12,8 @@
 #   MBART      mbart-large-cc25 folder (text-to-unit initialisation, 610M parameters)
 #   NOISE      background noise for the noisy test references (CHiME-3 backgrounds, or MUSAN noise)
 # Stage 8 trains the paper's ablation arms (AAM instead of DINO, no reference augmentation, frozen
-# encoder) and stage 9 scores every arm on the same clean/noisy test list in one report.
+# encoder) and the other self-supervised sidecars (SimCLR, MoCo, BYOL, VICReg); stage 9 scores every
+# arm on the same clean/noisy test list in one report.
 set -euo pipefail
 
 CORPUS=${CORPUS:-/data/LibriTTS/train-clean-100}
@@ -74,14 +75,16 @@ if run 7; then
 fi
 
 # 8. Ablation arms (Table 2 of the paper): AAM-Softmax instead of DINO; AAM without reference
-#    augmentation; the YourTTS-style frozen verifier. Same data, units and schedule.
-arms=(aam aam-noaug frozen)
+#    augmentation; the YourTTS-style frozen verifier; and the cross-loss ablation (the seed analysis's
+#    Experiment 1): SimCLR, MoCo, BYOL and VICReg sidecars in DINO's place. Same data, units and schedule.
+arms=(aam aam-noaug frozen simclr moco byol vicreg)
 if run 8; then
   for arm in "${arms[@]}"; do
     case $arm in
       aam) flags=(--speaker-loss aam) ;;
       aam-noaug) flags=(--speaker-loss aam --no-ref-augment) ;;
       frozen) flags=(--speaker-loss none --freeze-speaker) ;;
+      simclr | moco | byol | vicreg) flags=(--speaker-loss "$arm") ;;
     esac
     dv train-joint "$dir/data/manifest.tsv" --units "$dir/units" --speaker "$dir/speaker" -o "$dir/joint-$arm" \
       --config "$here/train_joint.yaml" --gpus "$GPUS" "${flags[@]}" \

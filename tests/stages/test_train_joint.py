@@ -4,6 +4,7 @@ DDP over gloo, the ablation switches, the two-phase freezing, and one-line user 
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -192,6 +193,36 @@ def test_aam_and_no_sidecar_ablations_run(corpus: tuple[Path, Path], tmp_path: P
     assert all("loss_aam" not in r and "loss_dino" not in r for r in none.history)
     info = load_joint(tmp_path / "none").info
     assert info["speaker_loss"] == "none" and info["ref_augment"] is False and info["dedup"] is False
+
+
+SSL_MONITORS = {
+    "simclr": {"loss_simclr"},
+    "moco": {"loss_moco"},
+    "byol": {"loss_byol"},
+    "vicreg": {"loss_vicreg", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SSL_MONITORS))
+def test_other_self_supervised_sidecars_train_and_resume(kind: str, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    settings = {
+        "speaker_loss": kind,
+        "phase1_steps": 1,
+        "phase2_steps": 2,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 5,
+        "ssl": {"hidden_dim": 32, "out_dim": 16, "queue_size": 32, "predictor_dim": 16},
+    }
+    full = run(_config(corpus, tmp_path / "full", **settings))
+    assert all(SSL_MONITORS[kind] <= set(r) and "loss_dino" not in r for r in full.history)
+    assert all(math.isfinite(r[m]) and r["embedding_std"] > 0 for r in full.history for m in SSL_MONITORS[kind])
+    assert load_joint(tmp_path / "full").info["speaker_loss"] == kind
+    # the EMA target (moco, byol) and the key queue (moco) come back with the checkpoint
+    partial = work_folder(tmp_path / "resumed") / "checkpoints"
+    partial.mkdir(parents=True)
+    shutil.copy(tmp_path / "full" / "checkpoints" / "checkpoint-00000002.pt", partial)
+    resumed = run(_config(corpus, tmp_path / "resumed", resume=True, **settings))
+    assert resumed.history == full.history
 
 
 def _cli(*args: str) -> tuple[int, str]:
