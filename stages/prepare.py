@@ -182,6 +182,7 @@ def _read_audio(
                 text=cand.text,
                 condition=cand.condition,
                 split=cand.split,
+                extra=dict(cand.extra),
             )
         )
     return utterances, unreadable, filtered

@@ -21,6 +21,7 @@ from dvcli.commands.common import (
 from stages import evaluate as evaluate_stage
 from stages import evaluate_mos as mos_stage
 from stages import evaluate_mos_kit as kit_stage
+from stages import evaluate_probe as probe_stage
 from stages import evaluate_refs as refs_stage
 from stages import evaluate_speaker as speaker_stage
 
@@ -305,3 +306,87 @@ def mos(
         mos_stage.MosConfig, config, set_, kit=kit, ratings=ratings, out=out, min_check_accuracy=min_check_accuracy
     )
     print_summary("dv evaluate mos", mos_stage.run(cfg).summary())
+
+
+@group.command("noise-probe")
+def noise_probe(
+    manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder) of clean utterances.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("noise-probe"),
+    features: Annotated[
+        Optional[str],
+        typer.Option(help="Feature kinds, comma-separated: mfcc, whisper, hubert (default: mfcc)."),
+    ] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option("--checkpoint", "-c", exists=True, help="HuBERT .pt / folder, or a Whisper folder."),
+    ] = None,
+    layer: Annotated[Optional[int], setting(probe_stage.NoiseProbeConfig, "layer", "HuBERT layer, 1-based.")] = None,
+    noise: Annotated[
+        Optional[Path],
+        typer.Option(
+            exists=True, file_okay=False, help="One subfolder of clips per noise type (default: white, pink, brown)."
+        ),
+    ] = None,
+    snr: Annotated[
+        Optional[float], setting(probe_stage.NoiseProbeConfig, "snr", "SNR of the noisy copies, dB.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Do content features expose noise? F1 of clean-vs-noisy, trained leave one noise type out.
+
+    Example: dv evaluate noise-probe data/toy --features mfcc,whisper -o report/noise-probe
+    """
+    cfg = stage_config(
+        probe_stage.NoiseProbeConfig,
+        config,
+        set_,
+        manifest=manifest,
+        out=out,
+        features=_listed(features),
+        checkpoint=checkpoint,
+        layer=layer,
+        noise=noise,
+        snr=snr,
+        device=device,
+        seed=seed,
+    )
+    print_summary("dv evaluate noise-probe", probe_stage.run_noise_probe(cfg).summary())
+
+
+@group.command("style-probe")
+def style_probe(
+    manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder) with a label column.", exists=True)],
+    encoder: Annotated[
+        list[str],
+        typer.Option("--encoder", help="A speaker encoder: resemblyzer, or a CAM++ / dv train-joint checkpoint."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("style-probe"),
+    label: Annotated[
+        Optional[str], setting(probe_stage.StyleProbeConfig, "label", "The manifest column to predict.")
+    ] = None,
+    name: Names = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """How much style (e.g. emotion) do speaker embeddings carry? Speaker-independent accuracy with a 95% CI.
+
+    Example: dv evaluate style-probe data/crema-d --encoder resemblyzer --encoder runs/joint/model.pt -o report/style
+    """
+    cfg = stage_config(
+        probe_stage.StyleProbeConfig,
+        config,
+        set_,
+        manifest=manifest,
+        out=out,
+        encoders=encoder,
+        names=name,
+        label=label,
+        device=device,
+        seed=seed,
+    )
+    print_summary("dv evaluate style-probe", probe_stage.run_style_probe(cfg).summary())

@@ -33,7 +33,7 @@ def prepare(
         setting(
             stage.PrepareConfig,
             "format",
-            "auto | folder | ljspeech | vctk | libritts | kaldi | lhotse | hf | chime3.",
+            "auto | folder | ljspeech | vctk | libritts | kaldi | lhotse | hf | chime3 | crema-d.",
             "--format",
         ),
     ] = None,

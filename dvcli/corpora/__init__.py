@@ -7,7 +7,8 @@ Formats (``format="auto"`` picks one by looking at the top of the folder):
 - ``kaldi``: a Kaldi data directory, :mod:`dvcli.corpora.kaldi`;
 - ``lhotse``: lhotse recordings + supervisions or cuts manifests, :mod:`dvcli.corpora.lhotse_manifests`;
 - ``hf``: a Hugging Face ``datasets`` folder from ``save_to_disk``, :mod:`dvcli.corpora.hf_datasets`;
-- ``chime3``: the CHiME-3 corpus, booth and real noisy recordings, :mod:`dvcli.corpora.chime`.
+- ``chime3``: the CHiME-3 corpus, booth and real noisy recordings, :mod:`dvcli.corpora.chime`;
+- ``crema-d``: CREMA-D's emotional clips, with ``emotion`` and ``intensity`` columns, :mod:`dvcli.corpora.crema_d`.
 
 A format whose utterances are parts of files (Kaldi ``segments``, lhotse supervisions) or live
 inside its own files (Arrow) gives entries with a ``reader``; ``dv prepare`` writes those out.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from dvcli.corpora.chime import data_root, scan_chime3
+from dvcli.corpora.crema_d import audio_folder, scan_crema_d
 from dvcli.corpora.entry import CorpusEntry, CorpusOptions
 from dvcli.corpora.hf_datasets import is_saved_dataset, scan_hf
 from dvcli.corpora.kaldi import scan_kaldi
@@ -29,7 +31,7 @@ from dvcli.corpora.lhotse_manifests import manifest_files, scan_lhotse
 __all__ = ["CorpusEntry", "CorpusFormat", "CorpusOptions", "detect_format", "scan_corpus"]
 
 #: The ``format`` setting of dv prepare: a layout, or auto (detected from the files at the top).
-CorpusFormat = Literal["auto", "folder", "ljspeech", "vctk", "libritts", "kaldi", "lhotse", "hf", "chime3"]
+CorpusFormat = Literal["auto", "folder", "ljspeech", "vctk", "libritts", "kaldi", "lhotse", "hf", "chime3", "crema-d"]
 
 
 def detect_format(source: Path) -> str:
@@ -42,6 +44,8 @@ def detect_format(source: Path) -> str:
         return "lhotse"
     if data_root(source) is not None:
         return "chime3"
+    if audio_folder(source) is not None:
+        return "crema-d"
     if (source / "metadata.csv").is_file() and (source / "wavs").is_dir():
         return "ljspeech"
     if (source / "txt").is_dir() and any(p.is_dir() for p in source.glob("wav48*")):
@@ -70,5 +74,6 @@ def scan_corpus(source: Path, fmt: str, options: CorpusOptions | None = None) ->
         "libritts": scan_libritts,
         "kaldi": scan_kaldi,
         "lhotse": scan_lhotse,
+        "crema-d": scan_crema_d,
     }
     return scanners[fmt](source)

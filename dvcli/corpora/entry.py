@@ -32,6 +32,7 @@ class CorpusEntry:
     split: str = ""
     condition: str = ""
     reader: AudioReader | None = None
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)  # label columns (emotion...) for the manifest
 
 
 @dataclasses.dataclass(frozen=True)
