@@ -113,10 +113,30 @@ def time_piper(voice: Any, ids: list[list[int]] | None = None) -> dict[str, floa
 
 
 def time_dv(synthesizer: Any, speaker: Any, sentences: list[list[int]], controls: Any) -> dict[str, float]:
+    """dv on the sentences; besides the totals, the wall seconds of its two ONNX graphs (``prior_seconds``:
+    text encoder and duration predictor; ``decoder_seconds``: flow and HiFi-GAN)."""
     import torch
 
-    rng = torch.Generator().manual_seed(0)
-    return _time_sentences(synthesizer.infer([units], speaker, controls, rng)[0] for units in sentences)
+    backend = synthesizer.backend
+    spent = {"prior": 0.0, "decoder": 0.0}
+
+    def timed(name: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*args)
+            spent[name] += time.perf_counter() - start
+            return out
+
+        return call
+
+    prior, decode = backend.prior, backend.decode
+    backend.prior, backend.decode = timed("prior", prior), timed("decoder", decode)
+    try:
+        rng = torch.Generator().manual_seed(0)
+        row = _time_sentences(synthesizer.infer([units], speaker, controls, rng)[0] for units in sentences)
+    finally:
+        backend.prior, backend.decode = prior, decode
+    return {**row, "prior_seconds": spent["prior"], "decoder_seconds": spent["decoder"]}
 
 
 def _time_sentences(audio: Iterator[Any]) -> dict[str, float]:
@@ -190,7 +210,13 @@ def main() -> None:
     lines.append(
         f"| dv / piper (VITS) | {ratios['rtf_cpu']:.2f}x | {ratios['rtf_wall']:.2f}x | {ratios['first_audio']:.2f}x | |"
     )
-    lines += ["", f"dv's speaker embedding of the 2.8 s reference (once per run): {embed_seconds:.3f} s."]
+    dv_row = medians["dv (VITS)"]
+    lines += [
+        "",
+        f"dv's speaker embedding of the 2.8 s reference (once per run): {embed_seconds:.3f} s.",
+        f"dv's graphs per paragraph (wall): prior {dv_row['prior_seconds']:.3f} s, decoder {dv_row['decoder_seconds']:.3f} s; "
+        f"piper's one graph: {medians['piper (VITS)']['rtf_wall'] * medians['piper (VITS)']['audio_seconds']:.3f} s.",
+    ]
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     stem = f"synth_vs_piper_{args.threads}thread"
