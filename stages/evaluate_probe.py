@@ -130,11 +130,16 @@ def run_noise_probe(config: NoiseProbeConfig) -> ProbeResult:
         noisy = {t: np.stack([features(c) for c in track(cs, f"{kind}: {t}")]) for t, cs in noisy_clips.items()}
         table[kind] = leave_one_noise_out(clean, noisy, train)
     report = {"snr_db": config.snr, "noise_types": noises.names, "utterances": len(clips), "f1": table}
-    with stage_output(Path(config.out), stage="noise-probe", config=config) as tmp:
-        write_json(tmp / "report.json", report)
-        (tmp / "report.md").write_text(_noise_markdown(report), encoding="utf-8")
-        add_meta(tmp, utterances=len(clips))
+    _publish(config, "noise-probe", report, _noise_markdown(report))
     return ProbeResult(Path(config.out), table)
+
+
+def _publish(config: NoiseProbeConfig | StyleProbeConfig, stage: str, report: dict[str, Any], markdown: str) -> None:
+    """``report.json`` and ``report.md`` into ``config.out``, all or nothing."""
+    with stage_output(Path(config.out), stage=stage, config=config) as tmp:
+        write_json(tmp / "report.json", report)
+        (tmp / "report.md").write_text(markdown, encoding="utf-8")
+        add_meta(tmp, utterances=report["utterances"])
 
 
 def _noise_markdown(report: dict[str, Any]) -> str:
@@ -186,10 +191,7 @@ def run_style_probe(config: StyleProbeConfig) -> ProbeResult:
         embeddings = np.stack([verifier.embed([c])[0] for c in track(clips, f"embedding ({name})")])
         table[name] = style_accuracy(embeddings, labels, speakers, config.folds)
     report = {"label": config.label, "utterances": len(labelled), "speakers": len(set(speakers)), "encoders": table}
-    with stage_output(Path(config.out), stage="style-probe", config=config) as tmp:
-        write_json(tmp / "report.json", report)
-        (tmp / "report.md").write_text(_style_markdown(report), encoding="utf-8")
-        add_meta(tmp, utterances=len(labelled))
+    _publish(config, "style-probe", report, _style_markdown(report))
     return ProbeResult(Path(config.out), table)
 
 
