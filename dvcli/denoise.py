@@ -47,6 +47,7 @@ class _FrameDenoiser:
     """A 48 kHz frame-by-frame C denoiser: subclasses give the library calls."""
 
     name = ""
+    frame = 480  # samples at 48 kHz per call (the library says; both use 10 ms)
     delay = 0  # samples at 48 kHz by which the output lags the input
     scale = 1.0  # the library's sample scale (RNNoise reads int16-range floats)
 
@@ -58,8 +59,6 @@ class _FrameDenoiser:
 
     def _process(self, state: ctypes.c_void_p, frame: ctypes.Array, out: ctypes.Array) -> None:
         raise NotImplementedError
-
-    frame = 480
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         """``(T,)`` at 16 kHz -> ``(T,)`` at 16 kHz, enhanced."""
