@@ -16,6 +16,7 @@ be fed back with ``--config`` to repeat a run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -252,6 +253,8 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
         raise bad()
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):  # NaN compares false with every bound a stage checks, so it would pass them
+                raise UserError(f"{where} expects a number, got NaN")
             return float(value)
         raise bad()
     if tp is str:

@@ -127,6 +127,8 @@ def run(config: EvaluateConfig) -> EvaluateResult:
         UserError: no systems, unreadable tables or audio, clashing system names, unknown
             speakers for ``target_manifest``, missing evaluation packages.
     """
+    if config.page_rows < 0:
+        raise UserError(f"page_rows {config.page_rows}: give the sentences to show per cell, or 0 for no page")
     clips = gather_clips(config.systems, config.names, config.ground_truth, config.split, config.max_clips)
     metrics = list(dict.fromkeys(config.metrics))
     _check_audio(clips, "secs" in metrics)
@@ -299,7 +301,8 @@ def _markdown(
         "# dv evaluate",
         "",
         "Mean ± half-width of the 95% confidence interval (Student's t over clips).",
-        f"ASR: {report['asr'] or '–'}; speaker verifier: {report['verifier'] or '–'}; quality: DNSMOS (P.835 OVRL).",
+        f"ASR: {report['asr'] or '–'}; speaker verifier: {report['verifier'] or '–'}"
+        + ("; quality: DNSMOS (P.835 OVRL)." if "dnsmos_ovrl" in keys else "."),
         "",
         table1_markdown(groups, table1, systems, conditions) if table1 else "",
         "",

@@ -168,14 +168,14 @@ def run_style_probe(config: StyleProbeConfig) -> ProbeResult:
     from dvcli.evaluation.verifiers import load_verifier
 
     utterances = _sample(Path(config.manifest), config.max_utterances, config.seed)
-    labelled = [u for u in utterances if u.extra.get(config.label, "").strip()]
+    labelled = [u for u in utterances if _label(u, config.label)]
     if not labelled:
         columns = sorted({k for u in utterances for k in u.extra})
         raise UserError(
             f"{config.manifest}: no '{config.label}' column with values (extra columns: {', '.join(columns) or 'none'}); "
             "choose one with --label"
         )
-    if len({u.speaker for u in labelled}) < 2 or len({u.extra[config.label] for u in labelled}) < 2:
+    if len({u.speaker for u in labelled}) < 2 or len({_label(u, config.label) for u in labelled}) < 2:
         raise UserError(
             f"{config.manifest}: the style probe needs at least two speakers and two '{config.label}' values"
         )
@@ -183,16 +183,26 @@ def run_style_probe(config: StyleProbeConfig) -> ProbeResult:
     if len(names) != len(config.encoders):
         raise UserError(f"{len(names)} names for {len(config.encoders)} encoders: give one --name per encoder")
     clips = [load_audio(u.audio).numpy() for u in labelled]
-    labels = [u.extra[config.label].strip() for u in labelled]
+    labels = [_label(u, config.label) for u in labelled]
     speakers = [u.speaker for u in labelled]
     table = {}
     for name, spec in zip(names, config.encoders):
         verifier = load_verifier(spec, str(resolve_device(config.device)))
         embeddings = np.stack([verifier.embed([c])[0] for c in track(clips, f"embedding ({name})")])
-        table[name] = style_accuracy(embeddings, labels, speakers, config.folds)
+        try:
+            table[name] = style_accuracy(embeddings, labels, speakers, config.folds)
+        except ValueError as err:
+            raise UserError(f"{config.manifest}: column '{config.label}': {err}") from None
     report = {"label": config.label, "utterances": len(labelled), "speakers": len(set(speakers)), "encoders": table}
     _publish(config, "style-probe", report, _style_markdown(report))
     return ProbeResult(Path(config.out), table)
+
+
+def _label(utterance: Utterance, column: str) -> str:
+    """The value of ``column`` (a manifest column: condition, split, or any extra one) for one utterance."""
+    if column in ("condition", "split"):
+        return getattr(utterance, column).strip()
+    return utterance.extra.get(column, "").strip()
 
 
 def _style_markdown(report: dict[str, Any]) -> str:

@@ -84,6 +84,8 @@ def run(config: PrepareConfig) -> PrepareResult:
     source = Path(config.source)
     if not source.is_dir():
         raise UserError(f"{source}: corpus folder not found")
+    if not 1 <= config.chime_channel <= 6:
+        raise UserError(f"chime_channel {config.chime_channel}: CHiME-3's tablet has channels 1 to 6")
     fmt = detect_format(source) if config.format == "auto" else config.format
     log.info("reading %s as a %s corpus", source, fmt)
     options = CorpusOptions(

@@ -50,7 +50,7 @@ DenoiseOption = Annotated[
     Optional[str],
     typer.Option(
         "--denoise",
-        help="Enhance the reference before it is embedded: none | dfn3 (DeepFilterNet3) | rnnoise.",
+        help="Enhance the reference clips first (the denoiser front-end): none | dfn3 (DeepFilterNet3) | rnnoise.",
     ),
 ]
 GpusOption = Annotated[

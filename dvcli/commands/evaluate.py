@@ -367,7 +367,9 @@ def style_probe(
     label: Annotated[
         Optional[str], setting(probe_stage.StyleProbeConfig, "label", "The manifest column to predict.")
     ] = None,
-    name: Names = None,
+    name: Annotated[
+        Optional[list[str]], typer.Option("--name", help="Name of each encoder, in order (default: as given).")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     device: DeviceOption = None,

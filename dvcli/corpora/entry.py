@@ -47,9 +47,17 @@ class CorpusOptions:
 
 
 def read_span(path: Path, start: float, end: float | None) -> tuple[np.ndarray, int]:
-    """Samples ``[start, end)`` seconds of ``path`` as ``(C, T)`` float32 and the rate (``end`` None: to the end)."""
-    rate = sf.info(str(path)).samplerate
+    """Samples ``[start, end)`` seconds of ``path`` as ``(C, T)`` float32 and the rate (``end`` None: to the end).
+
+    Raises:
+        ValueError: a span that starts after the file or ends more than 10 ms past it (``dv prepare``
+            lists the utterance in ``skipped.tsv``).
+    """
+    info = sf.info(str(path))
+    rate = info.samplerate
     stop = None if end is None else round(end * rate)
+    if round(start * rate) >= info.frames or (stop is not None and stop > info.frames + rate // 100):
+        raise ValueError(f"the span {start:g}-{end:g} s lies outside {path.name} ({info.frames / rate:g} s)")
     data, rate = sf.read(str(path), start=round(start * rate), stop=stop, dtype="float32", always_2d=True)
     return data.T, rate
 

@@ -42,10 +42,11 @@ def _splits(source: Path) -> dict[str, Any]:
 
 
 def _column(source: Path, split: str, dataset: Any, name: str, option: str) -> str:
+    """``name`` if the dataset has that column; ``option`` is the flag that names it (``--text-column``)."""
     if name not in dataset.column_names:
         where = f"split '{split}' of {source}" if split else str(source)
         raise UserError(
-            f"{where}: no column '{name}' (columns: {', '.join(dataset.column_names)}); name it with --set {option}=COLUMN"
+            f"{where}: no column '{name}' (columns: {', '.join(dataset.column_names)}); name it with {option} COLUMN"
         )
     return name
 
@@ -60,9 +61,9 @@ def scan_hf(source: Path, options: CorpusOptions) -> Iterator[CorpusEntry]:
     import datasets
 
     for split, dataset in _splits(source).items():
-        audio = _column(source, split, dataset, options.audio_column, "audio_column")
-        text = _column(source, split, dataset, options.text_column, "text_column")
-        speaker = _column(source, split, dataset, options.speaker_column, "speaker_column")
+        audio = _column(source, split, dataset, options.audio_column, "--audio-column")
+        text = _column(source, split, dataset, options.text_column, "--text-column")
+        speaker = _column(source, split, dataset, options.speaker_column, "--speaker-column")
         if isinstance(dataset.features[audio], datasets.Audio):
             dataset = dataset.cast_column(audio, datasets.Audio(decode=False))
         columns = [audio, text, speaker] + (["id"] if "id" in dataset.column_names and "id" != speaker else [])

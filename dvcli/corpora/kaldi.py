@@ -35,6 +35,8 @@ def kaldi_table(path: Path, *, required: bool = True) -> dict[str, str]:
         key, _, value = line.strip().partition(" ")
         if not value.strip():
             raise UserError(f"{path}:{number}: '{key}' has no value (Kaldi tables are 'key value' lines)")
+        if key in table:
+            raise UserError(f"{path}:{number}: '{key}' is listed twice")
         table[key] = value.strip()
     return table
 
@@ -56,6 +58,8 @@ def _segments(path: Path) -> dict[str, tuple[str, float, float | None]]:
             raise UserError(f"{path}:{number}: expected 'utterance recording start end' (seconds)") from None
         if start < 0 or (end != -1 and end <= start):
             raise UserError(f"{path}:{number}: segment '{utt}' runs from {start:g} s to {end:g} s")
+        if utt in table:
+            raise UserError(f"{path}:{number}: segment '{utt}' is listed twice")
         table[utt] = (rec, start, None if end == -1 else end)
     return table
 

@@ -61,7 +61,12 @@ def _load(source: Path) -> Any:
         ).append(manifest)
     if supervisions and not recordings:
         raise UserError(f"{source}: supervisions without a recordings manifest (*recordings*.jsonl.gz)")
+    if recordings and not supervisions:
+        raise UserError(
+            f"{source}: recordings without a supervisions manifest (*supervisions*.jsonl.gz): nothing says who speaks"
+        )
     if recordings:
+        _check_supervisions(source, _join(recordings), _join(supervisions))
         cuts.append(
             lhotse.CutSet.from_manifests(
                 recordings=_join(recordings),
@@ -69,6 +74,25 @@ def _load(source: Path) -> Any:
             )
         )
     return _join(cuts)
+
+
+def _check_supervisions(source: Path, recordings: Any, supervisions: Any) -> None:
+    """Every supervision names a listed recording and lies inside it (lhotse would drop or fail on it).
+
+    Raises:
+        UserError: names the supervision and what is wrong.
+    """
+    durations = {r.id: r.duration for r in recordings}
+    for sup in supervisions:
+        if sup.recording_id not in durations:
+            raise UserError(
+                f"{source}: supervision '{sup.id}' is of recording '{sup.recording_id}', which no recordings manifest lists"
+            )
+        if sup.start < 0 or sup.end > durations[sup.recording_id] + 0.01:
+            raise UserError(
+                f"{source}: supervision '{sup.id}' runs from {sup.start:g} s to {sup.end:g} s, "
+                f"outside its recording ({durations[sup.recording_id]:g} s)"
+            )
 
 
 def _join(manifests: list[Any]) -> Any:

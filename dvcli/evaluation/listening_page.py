@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import shutil
 import urllib.parse
@@ -34,6 +35,8 @@ from dvcli.audio import load_audio
 from dvcli.evaluation.clips import GROUND_TRUTH, Clip
 from dvcli.evaluation.report import Group, Metric
 
+log = logging.getLogger(__name__)
+
 PAGE = "report.html"
 FILES = "listen"
 
@@ -44,10 +47,14 @@ class _Media:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.names: dict[Path, str] = {}
+        self.missing: list[Path] = []  # named by a table but not there, or unreadable
 
     def add(self, path: Path | None) -> str | None:
         """The copy's index name (``"3"``), or None for no file or one that cannot be read."""
-        if path is None or not path.is_file():
+        if path is None:
+            return None
+        if not path.is_file():
+            self.missing.append(path)
             return None
         path = path.resolve()
         if path not in self.names:
@@ -58,6 +65,7 @@ class _Media:
             try:
                 spectrogram_png(load_audio(path), spec_dir / f"{name}.png")
             except Exception:  # an unreadable file gets no player rather than breaking the report
+                self.missing.append(path)
                 return None
             shutil.copyfile(path, audio_dir / f"{name}{path.suffix.lower()}")
             self.names[path] = name + path.suffix.lower()
@@ -132,6 +140,12 @@ def write_listening_page(
         .replace("@PLOTS@", figures)
         .replace("@SECTIONS@", "".join(sections))
     )
+    if media.missing:
+        log.warning(
+            "report.html: %d audio file(s) the tables name are missing or unreadable (shown as -), e.g. %s",
+            len(media.missing),
+            media.missing[0],
+        )
     path = folder / PAGE
     path.write_text(page, encoding="utf-8")
     return path

@@ -141,7 +141,7 @@ def style_accuracy(embeddings: np.ndarray, labels: Sequence[str], speakers: Sequ
     majority label's share.
 
     Raises:
-        ValueError: fewer than two speakers or two labels.
+        ValueError: fewer than two speakers or two labels, or a fold whose training side has one label.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -153,9 +153,11 @@ def style_accuracy(embeddings: np.ndarray, labels: Sequence[str], speakers: Sequ
         raise ValueError("the style probe needs at least two speakers and two labels")
     predicted = np.empty_like(y)
     for train, test in GroupKFold(n_splits=k).split(embeddings, y, groups):
-        if len(set(y[train].tolist())) < 2:  # a fold whose training side has one label predicts it
-            predicted[test] = y[train][0]
-            continue
+        if len(set(y[train].tolist())) < 2:
+            raise ValueError(
+                "a fold's training speakers all have one label: the label follows the speaker, so a "
+                "speaker-independent probe cannot measure it (give several labels per speaker)"
+            )
         model = _classifier()
         model.fit(embeddings[train], y[train])
         predicted[test] = model.predict(embeddings[test])

@@ -62,6 +62,7 @@ def test_set_parses_by_field_type() -> None:
         ("mode=other", "key 'mode' expects 'dino' | 'aam' | 'none'"),
         ("model.kernels=[1, x]", "key 'model.kernels' expects int, got 'x'"),
         ("noequals", "expected KEY=VALUE"),
+        ("model.dropout=.nan", "key 'model.dropout' expects a number, got NaN"),  # NaN passes every bound check
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:

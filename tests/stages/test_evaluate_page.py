@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import re
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dvcli.errors import UserError
 from dvcli.evaluation.clips import Clip, write_synth_table
 from dvcli.evaluation.noise import mix_at_snr
 from dvcli.manifest import read_manifest
@@ -79,6 +81,24 @@ def test_page_shows_every_clip_with_reference_clone_and_ground_truth(tmp_path: P
     assert len(list((out / "listen" / "audio").iterdir())) == 6
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (out / "listen" / "spec").iterdir())
     assert '<img class="plot" src="secs.png"' in page
+
+
+def test_missing_recordings_are_shown_as_dashes_and_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = _report(tmp_path)
+    synth = tmp_path / "clone dir" / "synth.tsv"
+    rows = list(csv.DictReader(synth.open(encoding="utf-8"), delimiter="\t"))
+    with synth.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "recording": str(tmp_path / "gone.wav")} for r in rows)
+    with caplog.at_level("WARNING"):
+        evaluate.run(evaluate.EvaluateConfig(systems=[synth], out=tmp_path / "again", metrics=["secs"]))
+    assert "audio file(s) the tables name are missing" in caplog.text
+    with pytest.raises(UserError, match="page_rows -1"):
+        evaluate.run(evaluate.EvaluateConfig(systems=[synth], out=tmp_path / "neg", metrics=["secs"], page_rows=-1))
+    assert out.is_dir()
 
 
 def test_page_rows_limit_and_switch_off(tmp_path: Path) -> None:

@@ -128,6 +128,18 @@ def test_style_probe_hears_an_emotion_that_changes_the_voice(tmp_path: Path) -> 
     assert random_labels.table["resemblyzer"]["accuracy"] < cell["accuracy"]
 
 
+def test_style_probe_refuses_a_label_that_follows_the_speaker(tmp_path: Path) -> None:
+    pytest.importorskip("resemblyzer")
+    manifest = make_manifest(tmp_path / "data", speakers=2, utterances=3, seconds=(1.0, 1.2))
+    rows = read_manifest(manifest)
+    for u in rows:
+        u.condition = u.speaker  # one label per speaker: no speaker-independent fold can learn it
+    write_manifest(manifest, rows)
+    with pytest.raises(UserError, match="column 'condition': a fold's training speakers all have one label"):
+        run_style_probe(StyleProbeConfig(manifest=manifest, out=tmp_path / "o", label="condition"))
+    assert not (tmp_path / "o").exists()
+
+
 def test_style_probe_without_the_label_column_names_the_columns(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path / "data", speakers=2, utterances=2, seconds=(1.0, 1.2))
     result = runner.invoke(

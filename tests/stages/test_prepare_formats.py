@@ -74,6 +74,15 @@ def test_kaldi_segments_cut_recordings_into_the_folder_corpus_manifest(tmp_path:
     (kaldi / "text").write_text("".join(f"{u.id} {u.text}\n" for u in folder))
     got = _prepare(kaldi, tmp_path / "from-kaldi")
     _same_manifest(got, folder)
+    # a segment past its recording's end is listed in skipped.tsv, not cut short silently
+    first = lines[0].split()
+    (kaldi / "segments").write_text(" ".join([*first[:3], "200"]) + "\n" + "".join(lines[1:]))
+    assert len(_prepare(kaldi, tmp_path / "late")) == len(folder) - 1
+    assert "outside" in (tmp_path / "late" / "skipped.tsv").read_text()
+    # a segment listed twice is refused
+    (kaldi / "segments").write_text(lines[0] + "".join(lines))
+    with pytest.raises(UserError, match="segments:2: segment '.*' is listed twice"):
+        _prepare(kaldi, tmp_path / "twice")
     assert all(u.audio.parent == (tmp_path / "from-kaldi" / "audio").resolve() for u in got)
     assert not any(p.suffix == ".wav" for p in (tmp_path / "from-kaldi" / "audio").iterdir())
 
@@ -113,6 +122,23 @@ def test_lhotse_cuts_over_long_recordings_are_cut_out_with_lhotse(tmp_path: Path
         source / "cuts_train.jsonl.gz"
     )
     _same_manifest(_prepare(source, tmp_path / "from-cuts", format="lhotse"), folder)
+
+
+def test_lhotse_supervisions_outside_their_recordings_are_refused(tmp_path: Path, folder: list) -> None:
+    lhotse = pytest.importorskip("lhotse")
+    u = folder[0]
+    recordings = lhotse.RecordingSet.from_recordings([lhotse.Recording.from_file(u.audio, "rec")])
+    for name, segment, message in (
+        ("long", lhotse.SupervisionSegment("a", "rec", 1.0, 50.0, speaker="s"), "runs from 1 s to 51 s, outside"),
+        ("orphan", lhotse.SupervisionSegment("a", "nope", 0.0, 0.5, speaker="s"), "recording 'nope', which no"),
+    ):
+        source = tmp_path / name
+        source.mkdir()
+        recordings.to_file(source / "x_recordings.jsonl.gz")
+        lhotse.SupervisionSet.from_segments([segment]).to_file(source / "x_supervisions.jsonl.gz")
+        with pytest.raises(UserError, match=message):
+            _prepare(source, tmp_path / "out", format="lhotse")
+    assert not (tmp_path / "out").exists()
 
 
 def test_lhotse_mistakes_are_one_line(tmp_path: Path, folder: list) -> None:
@@ -172,7 +198,10 @@ def test_hf_dataset_with_audio_paths_lists_the_files(tmp_path: Path, folder: lis
 def test_hf_dataset_missing_column_names_the_columns(tmp_path: Path, folder: list) -> None:
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict(_hf_rows(folder, embed=False)).save_to_disk(str(tmp_path / "hf"))
-    with pytest.raises(UserError, match=r"no column 'text' \(columns: id, audio, sentence, speaker_id\); name it with"):
+    with pytest.raises(
+        UserError,
+        match=r"no column .text. \(columns: id, audio, sentence, speaker_id\); name it with --text-column COLUMN",
+    ):
         _prepare(tmp_path / "hf", tmp_path / "out", format="hf")
     assert not (tmp_path / "out").exists()
 
@@ -207,3 +236,5 @@ def test_chime3_booth_and_real_noisy_recordings_with_their_conditions(tmp_path: 
         assert u.speaker == speakers[original.speaker] and u.text == original.text.upper()
         assert u.audio.name.endswith(".CH0.wav" if u.condition == "booth" else ".CH5.wav")
         assert u.duration == pytest.approx(original.duration)
+    with pytest.raises(UserError, match="tablet has channels 1 to 6"):
+        _prepare(root, tmp_path / "ch7", chime_channel=7)
