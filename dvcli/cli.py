@@ -26,6 +26,7 @@ from dvcli.commands import (
     synthesize,
     train_joint,
     train_t2u,
+    transcribe,
 )
 from dvcli.errors import EXIT_USER_ERROR, UserError, system_error
 from dvcli.logs import setup_logging
@@ -105,6 +106,7 @@ COMMAND_ORDER = [
     "train-t2u",
     "synthesize",
     "evaluate",
+    "transcribe",
     "demo",
 ]
 
@@ -156,6 +158,7 @@ for _module in (
     train_t2u,
     synthesize,
     evaluate,
+    transcribe,
     demo,
 ):
     app.add_typer(_module.app)
