@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dv-installed
-EXTRAS ?= dev,eval,corpora,denoise
+EXTRAS ?= dev,eval,corpora,denoise,phonemes
 # Every install reads the lock through PIP_CONSTRAINT, so pip's isolated build environment
 # (setuptools for the editable install) is held to it as well as the packages themselves.
 LOCK := constraints.txt

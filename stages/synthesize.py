@@ -133,7 +133,8 @@ def run(config: SynthesizeConfig) -> SynthesizeResult:
     device = resolve_device(config.device)
     joint = load_joint(config.model, map_location="cpu").to(device)
     items = _batch_items(config) if config.batch else [_single_item(config)]
-    needs_t2u = any(item.units is None for item in items)
+    # a model trained on phonemes (train-joint --content text) reads text itself
+    needs_t2u = joint.units.content == "units" and any(item.units is None for item in items)
     t2u = _load_t2u(config, joint, device) if needs_t2u else None
     synthesizer = Synthesizer(joint, make_backend(joint, config.backend, device))
     controls = SynthesisControls(
@@ -347,9 +348,14 @@ def _unit_sequences(context: _Context, item: _Item) -> list[list[int]]:
         bad = "".join(dict.fromkeys(unreadable_characters(item.text)))[:20]
         detail = f" (only characters the English normaliser cannot read: {bad!r})" if bad else ""
         raise UserError(f"{item.id}: the text has nothing to say{detail}; give English text")
-    assert context.t2u is not None  # loaded whenever an item has text instead of units (run)
-    sequences = context.t2u.units(chunks, beams=context.config.beams)
-    kept = [deduplicate(s)[0] for s in sequences if s]
+    if context.joint.units.content == "phonemes":
+        from dvcli.phonemes import phoneme_ids
+
+        kept = [ids for ids in (phoneme_ids(c) for c in chunks) if ids]
+    else:
+        assert context.t2u is not None  # loaded whenever an item has text instead of units (run)
+        sequences = context.t2u.units(chunks, beams=context.config.beams)
+        kept = [deduplicate(s)[0] for s in sequences if s]
     if len(kept) < len(chunks):
         log.warning(
             "%s: %d of %d sentence(s) gave no units and are left out", item.id, len(chunks) - len(kept), len(chunks)

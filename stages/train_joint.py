@@ -39,7 +39,7 @@ from dvcli.checkpoint import load_checkpoint
 from dvcli.errors import UserError
 from dvcli.joint.data import JointExample
 from dvcli.joint.model import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
-from dvcli.manifest import read_manifest
+from dvcli.manifest import Utterance, read_manifest
 from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import VitsConfig, VitsGenerator
@@ -56,7 +56,7 @@ from dvcli.training.work import (
     start_work,
     work_folder,
 )
-from dvcli.units.sequences import deduplicate, read_unit_source, unit_vocabulary
+from dvcli.units.sequences import UnitSource, deduplicate, read_unit_source, unit_vocabulary
 from stages.train_joint_config import Plan, TrainJointConfig
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,13 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         "speaker_loss": "none" if config.freeze_speaker else config.speaker_loss,
         "ref_augment": config.ref_augment,
         "freeze_speaker": config.freeze_speaker,
-        "dedup": config.dedup,
+        "dedup": config.dedup and config.content == "units",
+        "content": config.content,
         "speakers": len(plan.speakers),
     }
-    inputs = {"manifest": Path(config.manifest).resolve(), "units": Path(config.units).resolve()}
+    inputs = {"manifest": Path(config.manifest).resolve()}
+    if config.content == "units":
+        inputs["units"] = Path(config.units).resolve()
     if config.speaker is not None:
         inputs["speaker"] = Path(config.speaker).resolve()
     with stage_output(out, stage="train-joint", config=config, inputs=inputs) as tmp:
@@ -171,13 +174,17 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
             facts={
                 "trained on": f"`{Path(config.manifest).name}`: {len(plan.examples)} utterances of "
                 f"{len(plan.speakers)} speaker{'s' if len(plan.speakers) != 1 else ''}",
-                "units": f"k = {plan.units.k} ({'deduplicated' if config.dedup else 'one per frame'})",
+                "units": f"k = {plan.units.k} ({'espeak-ng phonemes of the text' if config.content == 'text' else 'deduplicated' if config.dedup else 'one per frame'})",
                 "steps": f"{steps} ({config.phase1_steps} encoder last layer + {config.phase2_steps} whole encoder)",
                 "parameters": f"generator {parameters['generator']:,}, speaker encoder {parameters['encoder']:,}",
                 "output rate": f"{generator.config.sample_rate} Hz",
                 "mel L1, first -> last logged": f"{first:.3f} -> {last:.3f}",
             },
-            usage="dv synthesize --model THIS_FOLDER --t2u T2U_FOLDER --ref clip.wav --text 'Hello.' -o out.wav",
+            usage=(
+                "dv synthesize --model THIS_FOLDER --ref clip.wav --text 'Hello.' -o out.wav"
+                if config.content == "text"
+                else "dv synthesize --model THIS_FOLDER --t2u T2U_FOLDER --ref clip.wav --text 'Hello.' -o out.wav"
+            ),
             files={
                 MODEL_FILE: "generator + speaker encoder + unit vocabulary (what dv synthesize loads)",
                 "train.tsv": "losses every log_every steps; train.png plots them",
@@ -233,7 +240,7 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
     train = [u for u in read_manifest(manifest) if u.split != "heldout"]
     if not train:
         raise UserError(f"{manifest}: no utterances outside split=heldout to train on")
-    source = read_unit_source(config.units)
+    source = _phoneme_source(manifest, train) if config.content == "text" else read_unit_source(config.units)
     missing = [u.id for u in train if u.id not in source.units]
     if missing:
         raise UserError(
@@ -271,7 +278,7 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
     examples, too_long, too_many = [], 0, 0
     for u in train:
         units = source.units[u.id]
-        if config.dedup:
+        if config.dedup and config.content == "units":  # a phoneme repeated is pronounced twice
             units, _ = deduplicate(units)
         samples = round(u.duration * rate)
         tokens = len(units) * 2 + 1 if vits_config.add_blank else len(units)
@@ -290,8 +297,23 @@ def make_plan(config: TrainJointConfig, resume_from: Path | None = None) -> Plan
             f"{manifest}: {len(examples)} usable utterances, fewer than batch_size {config.batch_size} (lower --set batch_size)"
         )
     check_readable(((e.id, e.audio) for e in examples), manifest)
-    units_info = UnitInfo(k=k, frame_rate=source.frame_rate, kmeans_sha256=source.kmeans_sha256)
+    units_info = UnitInfo(
+        k=k,
+        frame_rate=source.frame_rate,
+        kmeans_sha256=source.kmeans_sha256,
+        content="phonemes" if config.content == "text" else "units",
+    )
     return Plan(examples, speakers, vits_dict, speaker_init, units_info)
+
+
+def _phoneme_source(manifest: Path, rows: list[Utterance]) -> UnitSource:
+    """The manifest's text as espeak-ng phoneme ids, in the shape of a units file (k = the phoneme table)."""
+    from dvcli.phonemes import phoneme_ids, vocabulary_size
+
+    units = {u.id: phoneme_ids(u.text) for u in rows if u.text.strip()}
+    if not units:
+        raise UserError(f"{manifest}: --content text needs the utterances' text, and no training row has any")
+    return UnitSource(path=manifest, units=units, k=vocabulary_size(), frame_rate=None, kmeans_sha256=None)
 
 
 def _speaker_encoder(config: TrainJointConfig) -> CAMPPlus:

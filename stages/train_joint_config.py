@@ -22,6 +22,9 @@ class TrainJointConfig(StageConfig):
 
     manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are never trained on
     units: Path = Path("data/units")  # a dv cluster folder or a units.tsv with every training utterance
+    # what VITS reads: content units (units), or espeak-ng phonemes of the manifest's text (text: the
+    # paper's transcript arms, e.g. on a dv transcribe manifest; units is then not read)
+    content: Literal["units", "text"] = "units"
     speaker: Path | None = None  # dv pretrain-speaker folder, campplus.pt or 3D-Speaker .bin; none = random CAM++
     out: Path = Path("runs/joint")  # output folder
     model: Literal["base", "tiny", "medium", "low"] = (

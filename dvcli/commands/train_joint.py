@@ -50,6 +50,15 @@ def train_joint(
             help="Steps of phase 1 (encoder's last layer) and phase 2 (whole encoder), e.g. --steps 95000 175000.",
         ),
     ] = None,
+    content: Annotated[
+        str | None,
+        setting(
+            stage.TrainJointConfig,
+            "content",
+            "What VITS reads: units (--units) | text (espeak-ng phonemes of the manifest text).",
+            "--content",
+        ),
+    ] = None,
     speaker_loss: Annotated[
         str | None,
         setting(
@@ -107,6 +116,7 @@ def train_joint(
         speaker=speaker,
         out=out,
         model=model,
+        content=content,
         speaker_loss=speaker_loss,
         ref_augment=ref_augment,
         freeze_speaker=freeze_speaker,

@@ -40,6 +40,7 @@ class UnitInfo:
     k: int  # unit ids 0 .. k-1 (the k-means cluster count)
     frame_rate: float | None = None  # unit frames per second (50 for HuBERT and dv's MFCC)
     kmeans_sha256: str | None = None  # fingerprint of the k-means centroids, when known
+    content: str = "units"  # units (dv cluster ids) or phonemes (espeak-ng ids of the text: dvcli.phonemes)
 
 
 @dataclasses.dataclass

@@ -225,6 +225,27 @@ def test_other_self_supervised_sidecars_train_and_resume(kind: str, corpus: tupl
     assert resumed.history == full.history
 
 
+def test_text_content_trains_on_phonemes_and_synthesizes_text_without_t2u(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("piper.phonemize_espeak")
+    from dvcli.phonemes import phoneme_ids, vocabulary_size
+    from stages.synthesize import SynthesizeConfig
+    from stages.synthesize import run as synthesize
+
+    manifest, _ = corpus
+    result = run(_config((manifest, tmp_path / "no-units"), tmp_path / "text", content="text", phase2_steps=1))
+    model = load_joint(tmp_path / "text")
+    assert model.units.content == "phonemes" and model.units.k == vocabulary_size() and model.info["content"] == "text"
+    assert model.generator.config.n_units == vocabulary_size() and len(result.history) == 2
+    assert "dv synthesize --model THIS_FOLDER --ref" in (tmp_path / "text" / "README.md").read_text()
+    ref = read_manifest(manifest)[0].audio
+    out = synthesize(
+        SynthesizeConfig(model=tmp_path / "text", ref=ref, text="Speaker one says hello.", out=tmp_path / "a.wav")
+    )
+    assert out.seconds > 0 and phoneme_ids("Speaker one says hello.")
+
+
 def _cli(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["train-joint", *args])
     return result.exit_code, result.output
