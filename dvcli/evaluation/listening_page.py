@@ -221,7 +221,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; font
 th { background: #f3f3f3; }
 audio { width: 220px; }
 img.spec { width: 220px; height: 48px; image-rendering: pixelated; }
-img.plot { max-width: 32em; margin-right: 1em; }
+img.plot { max-width: 32em; max-height: 300px; margin: 0 1em 1em 0; vertical-align: top; }
 .heard { color: #666; font-style: italic; }
 #players { color: #666; }
 </style>
