@@ -148,18 +148,35 @@ class SslHead(nn.Module):
 def gather(x: torch.Tensor, *, grad: bool) -> torch.Tensor:
     """Every process's ``x`` concatenated along dim 0 in rank order (``x`` itself in one process).
 
-    With ``grad``, gradients flow back to each process's own part (``torch.distributed.nn``'s
-    all_gather: its backward sums the gradient of every copy, as VICReg's FullGatherLayer).
+    With ``grad``, gradients flow back to each process's own part, summed over every process's copy
+    (:class:`_GatherWithGrad`, as VICReg's FullGatherLayer).
     """
     if not is_initialized():
         return x
     if grad:
-        import torch.distributed.nn.functional as dist_nn
-
-        return torch.cat(dist_nn.all_gather(x.contiguous()))
+        return torch.cat(_GatherWithGrad.apply(x.contiguous()))
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward all-reduces the copies' gradients and keeps this process's part
+    (VICReg's FullGatherLayer). Only all_gather and all_reduce, which every backend has:
+    ``torch.distributed.nn``'s version runs an all-to-all on gloo, and one two-process run in about
+    thirty aborted at exit ("terminate called without an active exception")."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx: object, *grads: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
