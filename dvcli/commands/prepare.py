@@ -56,6 +56,20 @@ def prepare(
     max_duration: Annotated[
         Optional[float], typer.Option(help="Drop utterances longer than this (s); 0 = no limit.")
     ] = None,
+    noisy_fraction: Annotated[
+        Optional[float],
+        setting(
+            stage.PrepareConfig,
+            "noisy_fraction",
+            "Add noise to this fraction of the training rows.",
+            "--noisy-fraction",
+        ),
+    ] = None,
+    snr: Annotated[Optional[float], setting(stage.PrepareConfig, "snr", "SNR of that noise, dB.", "--snr")] = None,
+    noise: Annotated[
+        Optional[Path],
+        typer.Option(exists=True, file_okay=False, help="Noise clips for --noisy-fraction (default: white noise)."),
+    ] = None,
     speakers_heldout: Annotated[
         Optional[int], typer.Option(help="Hold out N speakers for zero-shot tests (split column).")
     ] = None,
@@ -82,6 +96,9 @@ def prepare(
         min_duration=min_duration,
         max_duration=max_duration,
         speakers_heldout=speakers_heldout,
+        noisy_fraction=noisy_fraction,
+        snr=snr,
+        noise=noise,
         device=device,
         seed=seed,
     )

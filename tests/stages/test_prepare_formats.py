@@ -238,3 +238,23 @@ def test_chime3_booth_and_real_noisy_recordings_with_their_conditions(tmp_path: 
         assert u.duration == pytest.approx(original.duration)
     with pytest.raises(UserError, match="tablet has channels 1 to 6"):
         _prepare(root, tmp_path / "ch7", chime_channel=7)
+
+
+def test_noisy_fraction_makes_the_paper_s_noisy_training_variant(tmp_path: Path, folder: list) -> None:
+    rows = _prepare(tmp_path / "corpus", tmp_path / "noisy", noisy_fraction=0.5, snr=0.0, speakers_heldout=1)
+    train = [u for u in rows if u.split != "heldout"]
+    noisy = [u for u in train if u.condition == "noisy"]
+    assert len(noisy) == len(train) // 2 and all(u.condition == "clean" for u in train if u not in noisy)
+    assert all(u.condition == "" for u in rows if u.split == "heldout")  # the test speakers stay as recorded
+    clean = {u.id: u.audio for u in folder}
+    for u in noisy:
+        assert u.audio.parent == (tmp_path / "noisy" / "audio").resolve() and u.extra["snr"] == "0"
+        x, _ = sf.read(clean[u.id], dtype="float64")
+        y, _ = sf.read(u.audio, dtype="float64")
+        gain = float(x @ y / (x @ x))  # the mix may be scaled down as a whole to avoid clipping
+        snr = 10 * np.log10(np.sum((gain * x) ** 2) / np.sum((y - gain * x) ** 2))
+        assert abs(snr) < 0.3
+    again = _prepare(tmp_path / "corpus", tmp_path / "noisy2", noisy_fraction=0.5, snr=0.0, speakers_heldout=1)
+    assert [u.condition for u in again] == [u.condition for u in rows]  # seeded
+    with pytest.raises(UserError, match="noisy_fraction 1.5"):
+        _prepare(tmp_path / "corpus", tmp_path / "bad", noisy_fraction=1.5)
