@@ -23,6 +23,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal, Protocol
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 
@@ -75,7 +76,7 @@ class _FrameDenoiser:
             for start in range(0, data.shape[0], self.frame):
                 ctypes.memmove(frame_in, data[start:].ctypes.data, self.frame * 4)
                 self._process(state, frame_in, frame_out)
-                out[start : start + self.frame] = torch.frombuffer(bytearray(frame_out), dtype=torch.float32)
+                out[start : start + self.frame] = torch.from_numpy(np.ctypeslib.as_array(frame_out))
         finally:
             self._free_state(state)
         y = out[self.delay :] / self.scale

@@ -115,15 +115,14 @@ def run_noise_probe(config: NoiseProbeConfig) -> ProbeResult:
                 device=config.device,
             )
         )
+        device = resolve_device(config.device)
         if isinstance(extractor, torch.nn.Module):
-            extractor = extractor.to(resolve_device(config.device))
+            extractor = extractor.to(device)
 
-        def features(wav: np.ndarray, extractor: Any = extractor) -> np.ndarray:
+        def features(wav: np.ndarray, extractor: Any = extractor, device: torch.device = device) -> np.ndarray:
             x = torch.from_numpy(np.asarray(wav, dtype=np.float32))
             with torch.inference_mode():
-                frames, n = extractor(
-                    extractor.preprocess(x)[None].to(resolve_device(config.device)), torch.tensor([len(x)])
-                )
+                frames, n = extractor(extractor.preprocess(x)[None].to(device), torch.tensor([len(x)]))
             return pool(frames[0, : int(n[0])].float().cpu().numpy())
 
         clean = np.stack([features(c) for c in track(clips, f"{kind}: clean")])

@@ -66,9 +66,10 @@ def scan_hf(source: Path, options: CorpusOptions) -> Iterator[CorpusEntry]:
         speaker = _column(source, split, dataset, options.speaker_column, "--speaker-column")
         if isinstance(dataset.features[audio], datasets.Audio):
             dataset = dataset.cast_column(audio, datasets.Audio(decode=False))
-        columns = [audio, text, speaker] + (["id"] if "id" in dataset.column_names and "id" != speaker else [])
+        has_id = "id" in dataset.column_names
+        columns = list(dict.fromkeys([audio, text, speaker] + (["id"] if has_id else [])))
         for index, row in enumerate(dataset.select_columns(columns)):
-            uid = str(row["id"]) if "id" in row else f"{split or 'row'}-{index:06d}"
+            uid = str(row["id"]) if has_id else f"{split or 'row'}-{index:06d}"
             value = row[audio]
             data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (None, value)
             if not data and not path:

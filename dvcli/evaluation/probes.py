@@ -19,24 +19,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from dvcli.audio import audio_files, load_audio
+from dvcli.audio import audio_files
+from dvcli.augment.noises import colored_noise as augment_noise
+from dvcli.errors import UserError
+from dvcli.evaluation.noise import NoiseSource
 
 #: Noise types dv makes itself when no noise folder is given.
 BUILT_IN_NOISES = ("white", "pink", "brown")
 
 
 def colored_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
-    """``length`` samples of white, pink (1/f power) or brown (1/f^2 power) noise, unit variance."""
-    white = rng.standard_normal(length)
-    if kind == "white":
-        return white.astype(np.float32)
-    exponent = {"pink": 0.5, "brown": 1.0}[kind]  # amplitude ~ f^-exponent
-    spectrum = np.fft.rfft(white)
-    freqs = np.fft.rfftfreq(length)
-    freqs[0] = freqs[1] if length > 1 else 1.0
-    shaped = np.fft.irfft(spectrum / freqs**exponent, n=length)
-    return (shaped / (shaped.std() + 1e-12)).astype(np.float32)
+    """``length`` samples of white, pink (1/f power) or brown (1/f^2 power) noise, unit variance.
+
+    The training augmenter's generator (:func:`dvcli.augment.noises.colored_noise`), seeded from ``rng``.
+    """
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind]
+    x = augment_noise(1, length, exponent, gen, torch.device("cpu"))[0].numpy()
+    return x / (x.std() + 1e-12)  # unit variance (the augmenter leaves white noise as drawn)
 
 
 class NoiseTypes:
@@ -47,34 +49,26 @@ class NoiseTypes:
     """
 
     def __init__(self, folder: Path | None = None) -> None:
-        from dvcli.errors import UserError
-
-        self.files: dict[str, list[Path]] = {}
+        self.sources: dict[str, NoiseSource] = {}  # one per subfolder: dv's evaluation noise (clip choice, cache)
         if folder is not None:
             folder = Path(folder)
             if not folder.is_dir():
                 raise UserError(f"{folder}: noise folder not found (give a folder with one subfolder per noise type)")
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                files = audio_files(sub)
-                if files:
-                    self.files[sub.name] = files
-            if len(self.files) < 2:
+                if audio_files(sub):
+                    self.sources[sub.name] = NoiseSource(sub)
+            if len(self.sources) < 2:
                 raise UserError(
                     f"{folder}: needs at least two subfolders of noise clips, one per noise type "
-                    f"(found {sorted(self.files) or 'none'})"
+                    f"(found {sorted(self.sources) or 'none'})"
                 )
-        self.names = list(self.files) or list(BUILT_IN_NOISES)
-        self._cache: dict[Path, np.ndarray] = {}
+        self.names = list(self.sources) or list(BUILT_IN_NOISES)
 
     def sample(self, name: str, length: int, rng: np.random.Generator) -> np.ndarray:
         """A noise signal of type ``name`` (a whole clip of the type's folder, or ``length`` generated samples)."""
-        if not self.files:
+        if not self.sources:
             return colored_noise(name, length, rng)
-        files = self.files[name]
-        path = files[int(rng.integers(len(files)))]
-        if path not in self._cache:
-            self._cache[path] = load_audio(path).numpy()
-        return self._cache[path]
+        return self.sources[name].sample(length, rng)
 
 
 def pool(frames: np.ndarray) -> np.ndarray:
