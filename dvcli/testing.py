@@ -177,13 +177,21 @@ def make_t2u_data(root: str | Path, sentences: Sequence[str], speakers: int = 1,
 
 
 def make_joint_model(
-    folder: str | Path, *, k: int = 50, seed: int = 0, embedding: int = 16, kmeans_sha256: str | None = None
+    folder: str | Path,
+    *,
+    k: int = 50,
+    seed: int = 0,
+    embedding: int = 16,
+    kmeans_sha256: str | None = None,
+    speaker: str = "campplus",
 ) -> Path:
-    """A randomly initialised tiny joint model (``VitsConfig.tiny`` + ``CAMPPlusConfig.tiny``) saved as
-    ``dv train-joint`` saves one; returns ``folder``. Same arguments, same file."""
+    """A randomly initialised tiny joint model (``VitsConfig.tiny`` + ``CAMPPlusConfig.tiny``, or
+    ``ByolaConfig.tiny`` with ``speaker="byol-a"``) saved as ``dv train-joint`` saves one; returns
+    ``folder``. Same arguments, same file."""
     import torch
 
     from dvcli.joint.model import MODEL_FILE, UnitInfo, save_joint
+    from dvcli.models.byola import ByolaConfig, ByolaEncoder
     from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
     from dvcli.models.vits import VitsConfig, VitsGenerator
 
@@ -192,7 +200,11 @@ def make_joint_model(
     torch.manual_seed(seed)
     try:
         generator = VitsGenerator(VitsConfig.tiny(n_units=k, speaker_embedding_dim=embedding))
-        encoder = CAMPPlus(CAMPPlusConfig.tiny(embedding_size=embedding))
+        encoder: CAMPPlus | ByolaEncoder = (
+            ByolaEncoder(ByolaConfig.tiny(embedding_size=embedding)).eval()
+            if speaker == "byol-a"
+            else CAMPPlus(CAMPPlusConfig.tiny(embedding_size=embedding))
+        )
     finally:
         torch.random.set_rng_state(state)
     save_joint(folder / MODEL_FILE, generator, encoder, UnitInfo(k=k, frame_rate=50.0, kmeans_sha256=kmeans_sha256))

@@ -1,4 +1,4 @@
-"""``dv pretrain-speaker``: train CAM++ for speaker verification, then report EER clean and noisy.
+"""``dv pretrain-speaker``: train CAM++ for speaker verification (or BYOL-A), then report EER clean and noisy.
 
 Recipe (3D-Speaker's, scaled by ``steps``): random ``crop_seconds`` crops in speaker-balanced
 batches, reverberation + additive noise (:mod:`dvcli.augment`), 80-bin Kaldi fbank, CAM++, an
@@ -7,9 +7,12 @@ AAM-Softmax classifier (scale 32, margin ramped 0 -> 0.2), SGD with warm-up + co
 Data split: rows with ``split=heldout`` are unseen speakers (evaluation only). Of every other
 speaker, ``eval_utterances`` utterances are kept out of training for the seen-speaker trials.
 
+``objective=byol-a`` trains BYOL-A's generic audio encoder instead, without speaker labels
+(:mod:`stages.pretrain_speaker_byola`): the paper's frozen baseline encoder (Table 1).
+
 Outputs (``OUT/``): ``campplus.pt`` (the encoder + its config, for the later stages),
 ``campplus.bin`` (the same weights as a plain 3D-Speaker state dict), ``eer.json`` + ``eer.md``
-(clean and noisy EER/minDCF, seen and unseen speakers), ``trials/*.tsv``, ``embeddings.npy`` +
+(for byol-a: ``byola.pt`` and ``byola.pth``, BYOL-A's own layout), ``eer.json`` + ``eer.md`` (clean and noisy EER/minDCF, seen and unseen speakers), ``trials/*.tsv``, ``embeddings.npy`` +
 ``embeddings.tsv`` (every manifest utterance), ``train.tsv`` (loss curve), ``checkpoints/``,
 ``tensorboard/``. While training, checkpoints and TensorBoard logs live in ``OUT.partial/``;
 ``resume=True`` continues from there (or from ``OUT/checkpoints`` of a finished run).
@@ -23,32 +26,37 @@ import logging
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from dvcli.atomic import output_lock
 from dvcli.audio import check_readable
-from dvcli.augment.augmenter import AugmentConfig, Augmenter
+from dvcli.augment.augmenter import Augmenter
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
-from dvcli.config import StageConfig, to_dict
+from dvcli.config import to_dict
 from dvcli.errors import UserError
 from dvcli.evaluation.noise import NoiseSource
 from dvcli.features.fbank import KaldiFbank
 from dvcli.logs import progress
 from dvcli.manifest import Utterance, read_manifest
 from dvcli.models.aam import AAMSoftmax, margin_at
+from dvcli.models.byola import ByolaEncoder
 from dvcli.models.campplus import PRESETS, CAMPPlus, CAMPPlusConfig
 from dvcli.outputs import add_meta, stage_output
 from dvcli.runtime import autocast, resolve_device
 from dvcli.speaker.data import SpeakerCrops
 from dvcli.speaker.encoder import (
+    BYOLA_FILE,
+    BYOLA_KIND,
+    BYOLA_PLAIN_FILE,
     ENCODER_FILE,
     ENCODER_KIND,
     MIN_SECONDS,
     PLAIN_FILE,
     TRAIN_KIND,
+    SpeakerEncoder,
     SpeakerFrontend,
     load_speaker_encoder,
 )
@@ -76,71 +84,13 @@ from dvcli.training.work import (
     summary_writer,
     work_folder,
 )
+from stages import pretrain_speaker_byola as byola
+from stages.pretrain_speaker_config import PretrainSpeakerConfig, Split
 
 log = logging.getLogger(__name__)
 
 #: Offset that keeps the augmentation draws of a step independent of its crop draws.
 _AUGMENT_STREAM = 0x5EED
-
-
-@dataclasses.dataclass(kw_only=True)
-class PretrainSpeakerConfig(StageConfig):
-    """Settings of ``dv pretrain-speaker``."""
-
-    RENAMED = {
-        "lr": "learning_rate",
-        "scale": "aam_scale",
-        "margin": "aam_margin",
-        "noisy_snrs": "snrs",
-        "amp": "precision",
-    }
-
-    manifest: Path = Path("data/manifest.tsv")  # from dv prepare; split=heldout rows are unseen speakers
-    out: Path = Path("runs/campplus")  # output folder
-    model: Literal["campplus", "tiny"] = "campplus"  # architecture preset (tiny = small CAM++ for CPU demos)
-    embedding_size: int = 192  # embedding dimension (3D-Speaker ships 192 and 512)
-    init: Path | None = (
-        None  # start from these weights (3D-Speaker campplus_*.bin or dv checkpoint; sets the architecture)
-    )
-    steps: int = 20000  # optimizer steps; 0 = only evaluate (the --init weights or a random init)
-    batch_size: int = 64  # crops per step and process
-    utterances_per_speaker: int = 2  # crops per speaker in a batch (batches are speaker-balanced)
-    crop_seconds: float = 3.0  # length of the random training crops
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (momentum 0.9, Nesterov) as 3D-Speaker, or AdamW
-    learning_rate: float = 0.1  # peak learning rate
-    weight_decay: float = 1e-4  # L2 / decoupled weight decay
-    warmup: float = 0.05  # fraction of the steps spent warming the learning rate up linearly
-    min_lr_ratio: float = 0.005  # final learning rate of the cosine decay, relative to the peak
-    aam_scale: float = 32.0  # AAM-Softmax logit scale
-    aam_margin: float = 0.2  # final AAM-Softmax margin (radians)
-    margin_ramp: tuple[float, float] = (0.15, 0.35)  # fractions of the steps where the margin rises from 0
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # noise and reverberation
-    eval_utterances: int = 4  # utterances per training speaker held out for the seen-speaker trials
-    eval_speakers: int = 200  # at most this many training speakers in the seen-speaker trials
-    max_trials: int = 20000  # at most this many trials per list (all target pairs first)
-    trials: Path | None = None  # an extra trial list to score (dv's trial TSV: audio paths or manifest ids)
-    snrs: tuple[float, ...] = (10.0, 5.0, 0.0)  # SNRs (dB) of the noisy evaluation conditions
-    export_embeddings: bool = True  # write embeddings.npy + embeddings.tsv for every manifest utterance
-    gpus: int = 1  # data-parallel processes on this machine (gloo on CPU); torchrun overrides
-    workers: int = 2  # data-loading processes (0 = load in the training process)
-    threads: int = (
-        0  # CPU threads per training process (0 = torch's default; 1 is fastest for tiny models on busy CPUs)
-    )
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast; auto = bf16 on CUDA, fp32 on CPU
-    log_every: int = 10  # steps between loss lines in TensorBoard and train.tsv
-    checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
-    keep_checkpoints: int = 3  # checkpoints kept (older ones are deleted)
-    resume: bool = False  # continue from the latest checkpoint of OUT.partial (or OUT/checkpoints)
-
-
-@dataclasses.dataclass
-class Split:
-    """Which utterances train, which evaluate."""
-
-    train: list[Utterance]
-    seen: list[Utterance]  # held-out utterances of training speakers
-    unseen: list[Utterance]  # utterances of held-out speakers
-    speakers: list[str]  # training speakers; label i = speakers[i]
 
 
 @dataclasses.dataclass
@@ -239,35 +189,10 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     check_unfinished(work, resume_from)
     trials = read_trials(Path(config.trials), {u.id: u.audio for u in utterances}) if config.trials else None
     sets, titles = _trial_sets(config, split, trials)
-    # Load --init here, so a bad file fails before anything is written.
-    init = load_speaker_encoder(config.init) if config.init is not None and resume_from is None else None
-
-    history: list[HistoryRow] = []
-    if config.steps > 0 or resume_from is not None:
-        start_work(work, config, resume_from=resume_from)
-        init_state = init.state_dict() if init is not None else None
-        with clean_up_unstarted(work):
-            history = launch(
-                _train,
-                config.gpus,
-                config,
-                split,
-                resume_from,
-                init_state,
-                work,
-                device=config.device,
-                threads=config.threads,
-            )
-        final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
-        encoder = load_speaker_encoder(final)
-    elif init is not None:
-        encoder = init
-    else:
-        torch.manual_seed(config.seed)
-        encoder = CAMPPlus(_model_config(config)).eval()
-        log.warning("steps=0 and no init: evaluating a randomly initialised encoder (a chance-level baseline)")
-
+    history, encoder = _train_or_load(config, split, resume_from, work)
     device = resolve_device(config.device)
+    if isinstance(encoder, ByolaEncoder):
+        encoder = byola.fit_projection(encoder, split.train, config, device)
     frontend = SpeakerFrontend(encoder).to(device).eval()
     # The noisy trials use dv's one evaluation noise (dv evaluate speaker's): the training noise
     # folder's clips, else white noise; see dvcli.speaker.verification.noisy_copy.
@@ -286,12 +211,16 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
         out, stage="pretrain-speaker", config=config, inputs={"manifest": Path(config.manifest).resolve()}
     ) as tmp:
         payload = {
-            "model": encoder.state_dict(),
+            "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
             "model_config": dataclasses.asdict(encoder.config),
             "speakers": split.speakers,
         }
-        save_checkpoint(payload, tmp / ENCODER_FILE, kind=ENCODER_KIND)
-        torch.save(encoder.state_dict(), tmp / PLAIN_FILE)
+        if isinstance(encoder, ByolaEncoder):
+            save_checkpoint(payload, tmp / BYOLA_FILE, kind=BYOLA_KIND)
+            torch.save({k: v.cpu() for k, v in encoder.body.state_dict().items()}, tmp / BYOLA_PLAIN_FILE)
+        else:
+            save_checkpoint(payload, tmp / ENCODER_FILE, kind=ENCODER_KIND)
+            torch.save(encoder.state_dict(), tmp / PLAIN_FILE)
         write_results(tmp, results, titles)
         for name, rows in sets.items():
             write_trials(tmp / "trials" / f"{name}.tsv", rows)
@@ -315,6 +244,47 @@ def _run(config: PretrainSpeakerConfig) -> PretrainSpeakerResult:
     )
 
 
+def _train_or_load(
+    config: PretrainSpeakerConfig, split: Split, resume_from: Path | None, work: Path
+) -> tuple[list[HistoryRow], SpeakerEncoder]:
+    """Train (when there are steps to take or a run to resume) and return the history and the encoder;
+    else the ``--init`` encoder, or a random one (for byol-a always with the data's log-mel statistics)."""
+    # Load --init here, so a bad file fails before anything is written.
+    init: SpeakerEncoder | None = None
+    if config.objective == byola.OBJECTIVE:
+        init = byola.initial_encoder(config, split.train) if resume_from is None else None
+    elif config.init is not None and resume_from is None:
+        init = load_speaker_encoder(config.init)
+    if config.steps == 0 and resume_from is None:
+        if init is not None:
+            return [], init
+        torch.manual_seed(config.seed)
+        log.warning("steps=0 and no init: evaluating a randomly initialised encoder (a chance-level baseline)")
+        return [], CAMPPlus(_model_config(config)).eval()
+    start_work(work, config, resume_from=resume_from)
+    if init is None:
+        init_state = None
+    elif config.objective == byola.OBJECTIVE:
+        init_state = {"model": init.state_dict(), "model_config": dataclasses.asdict(init.config)}
+    else:
+        init_state = init.state_dict()
+    loop = byola.train if config.objective == byola.OBJECTIVE else _train
+    with clean_up_unstarted(work):
+        history = launch(
+            loop,
+            config.gpus,
+            config,
+            split,
+            resume_from,
+            init_state,
+            work,
+            device=config.device,
+            threads=config.threads,
+        )
+    final = CheckpointManager(work / "checkpoints", kind=TRAIN_KIND).latest() or resume_from
+    return history, load_speaker_encoder(final)
+
+
 def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
     """Fail before hours of training, not after."""
     check_output(out)
@@ -322,6 +292,10 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
         raise UserError(
             f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}"
         )
+    if config.objective == byola.OBJECTIVE:
+        byola.check_settings(config)
+    elif config.model not in (None, *PRESETS):
+        raise UserError(f"model {config.model}: --objective aam trains {' or '.join(PRESETS)} (CAM++)")
     if config.steps < 0 or config.crop_seconds < MIN_SECONDS or config.gpus < 1:
         raise UserError(f"need steps >= 0, crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input) and gpus >= 1")
     if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
@@ -335,7 +309,7 @@ def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
 
 
 def _model_config(config: PretrainSpeakerConfig) -> CAMPPlusConfig:
-    return PRESETS[config.model](embedding_size=config.embedding_size)
+    return PRESETS[config.model or "campplus"](embedding_size=config.embedding_size)
 
 
 def _trial_sets(
@@ -380,6 +354,10 @@ def _train(
     state: dict[str, Any] | None = None
     if resume_from is not None:
         state = load_checkpoint(resume_from, kind=TRAIN_KIND)
+        if state.get("objective", "aam") != "aam":
+            raise UserError(
+                f"{resume_from}: was trained with --objective {state['objective']}; resume it with that objective"
+            )
         if state["speakers"] != split.speakers:
             raise UserError(f"{resume_from}: was trained on other speakers than {config.manifest} lists")
         encoder = CAMPPlus(CAMPPlusConfig(**state["model_config"]))

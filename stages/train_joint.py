@@ -40,11 +40,12 @@ from dvcli.errors import UserError
 from dvcli.joint.data import JointExample
 from dvcli.joint.model import MODEL_FILE, TRAIN_KIND, UnitInfo, save_joint
 from dvcli.manifest import Utterance, read_manifest
+from dvcli.models.byola import ByolaEncoder
 from dvcli.models.campplus import PRESETS as SPEAKER_PRESETS
-from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
+from dvcli.models.campplus import CAMPPlus
 from dvcli.models.vits import VitsConfig, VitsGenerator
 from dvcli.outputs import add_meta, stage_output, write_model_card
-from dvcli.speaker.encoder import MIN_SECONDS, load_speaker_encoder
+from dvcli.speaker.encoder import MIN_SECONDS, SpeakerEncoder, build_speaker_encoder, load_speaker_encoder
 from dvcli.training.distributed import launch
 from dvcli.training.history import HistoryRow, plot_history, write_history
 from dvcli.training.work import (
@@ -138,7 +139,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
 
     generator = VitsGenerator(VitsConfig(**plan.vits))
     generator.load_state_dict(trained.generator)
-    encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
+    encoder = build_speaker_encoder(plan.speaker_init["model_config"])
     encoder.load_state_dict(trained.encoder)
     history, steps = trained.history, trained.step
     parameters = {
@@ -150,6 +151,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         "phase1_steps": config.phase1_steps,
         "phase2_steps": config.phase2_steps,
         "speaker_loss": "none" if config.freeze_speaker else config.speaker_loss,
+        "speaker_encoder": "byol-a" if isinstance(encoder, ByolaEncoder) else "campplus",
         "ref_augment": config.ref_augment,
         "freeze_speaker": config.freeze_speaker,
         "dedup": config.dedup and config.content == "units",
@@ -169,7 +171,9 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         write_model_card(
             tmp,
             title=f"DINO-VITS voice-cloning model ({config.model})",
-            summary="VITS over content units, conditioned on a CAM++ speaker encoder trained jointly with it "
+            summary=f"VITS over {'phonemes' if config.content == 'text' else 'content units'}, conditioned on a "
+            f"{'BYOL-A' if isinstance(encoder, ByolaEncoder) else 'CAM++'} speaker encoder "
+            f"{'kept frozen' if config.freeze_speaker else 'trained jointly with it'} "
             f"(speaker loss: {info['speaker_loss']}); clones a voice from one reference clip.",
             facts={
                 "trained on": f"`{Path(config.manifest).name}`: {len(plan.examples)} utterances of "
@@ -316,7 +320,7 @@ def _phoneme_source(manifest: Path, rows: list[Utterance]) -> UnitSource:
     return UnitSource(path=manifest, units=units, k=vocabulary_size(), frame_rate=None, kmeans_sha256=None)
 
 
-def _speaker_encoder(config: TrainJointConfig) -> CAMPPlus:
+def _speaker_encoder(config: TrainJointConfig) -> SpeakerEncoder:
     if config.speaker is not None:
         return load_speaker_encoder(config.speaker)
     log.warning(

@@ -26,11 +26,10 @@ from dvcli.joint.model import TRAIN_KIND
 from dvcli.joint.speaker import SpeakerStudent, apply_phase, phase_at, set_modes
 from dvcli.logs import progress
 from dvcli.models.aam import AAMSoftmax
-from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig
 from dvcli.models.vits import TrainStepConfig, VitsConfig, VitsTrainer
 from dvcli.models.vits.train_step import build
 from dvcli.runtime import resolve_precision
-from dvcli.speaker.encoder import SpeakerFrontend
+from dvcli.speaker.encoder import SpeakerEncoder, SpeakerFrontend, build_speaker_encoder
 from dvcli.ssl import EMA_TARGET, SSL_LOSSES, SslHead
 from dvcli.training.checkpoints import CheckpointManager, step_generator
 from dvcli.training.distributed import DistInfo, DistributedBucketSampler, barrier, wrap_ddp
@@ -54,7 +53,7 @@ class _Run:
     config: TrainJointConfig
     plan: Plan
     generator: torch.nn.Module  # the bare VITS generator (the trainer holds its DDP wrapper)
-    encoder: CAMPPlus
+    encoder: SpeakerEncoder
     student: SpeakerStudent  # encoder + sidecar head
     teacher: torch.nn.Module | None  # DINO's EMA teacher
     dino_loss: DinoLoss | None
@@ -78,7 +77,7 @@ def _setup(info: DistInfo, config: TrainJointConfig, plan: Plan, work: Path) -> 
     torch.manual_seed(config.seed)
     vits_config = VitsConfig(**plan.vits)
     generator, discriminator = build(vits_config, device)
-    encoder = CAMPPlus(CAMPPlusConfig(**plan.speaker_init["model_config"]))
+    encoder = build_speaker_encoder(plan.speaker_init["model_config"])
     if plan.speaker_init["model"]:
         encoder.load_state_dict(plan.speaker_init["model"])
     sidecar = "none" if config.freeze_speaker else config.speaker_loss

@@ -101,7 +101,8 @@ class Resemblyzer:
 
 
 class CampplusVerifier:
-    """A CAM++ encoder behind :class:`dvcli.speaker.encoder.SpeakerFrontend` (Kaldi fbank, mean-normalised)."""
+    """A dv speaker encoder behind :class:`dvcli.speaker.encoder.SpeakerFrontend`: CAM++ (Kaldi fbank,
+    mean-normalised), or BYOL-A (log-mel) for a BYOL-A file or a joint model conditioned on one."""
 
     def __init__(self, frontend: Any, name: str) -> None:
         self.frontend = frontend
@@ -188,4 +189,21 @@ def _campplus_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
     return CampplusVerifier(frontend, name=f"campplus:{path.name}")
 
 
+def _encoder_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
+    """A dv speaker-encoder file (BYOL-A's ``byola.pt``) or a joint ``model.pt``: whichever encoder it holds."""
+    from dvcli.models.campplus import CAMPPlus
+    from dvcli.speaker.encoder import SpeakerFrontend, load_speaker_encoder
+
+    held = obj.get("speaker", obj)  # a joint model keeps its encoder under "speaker"
+    try:
+        encoder = load_speaker_encoder(held)
+    except UserError as err:
+        raise path_error(path, str(err).split(": ", 1)[-1]) from None
+    frontend = SpeakerFrontend(encoder).to(device).eval()
+    kind = "campplus" if isinstance(encoder, CAMPPlus) else "byol-a"
+    return CampplusVerifier(frontend, name=f"{kind}:{path.name}")
+
+
 register_verifier("campplus", _campplus_verifier)
+register_verifier("byol-a", _encoder_verifier)
+register_verifier("dino-vits", _encoder_verifier)

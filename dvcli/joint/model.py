@@ -3,7 +3,7 @@
 One checkpoint, ``OUT/model.pt`` (``dv_kind`` = ``dino-vits``), holds everything inference needs:
 
 - ``vits_config`` / ``generator``: the :class:`VitsConfig` as a dict and the generator's weights;
-- ``speaker``: the jointly trained CAM++ as ``{"model": state dict, "model_config": dict}`` (the
+- ``speaker``: the jointly trained CAM++ (or the frozen BYOL-A encoder) as ``{"model": state dict, "model_config": dict}`` (the
   layout of ``dv pretrain-speaker``'s ``campplus.pt``, so :func:`load_speaker_encoder` reads it);
 - ``units``: which units the generator reads (:class:`UnitInfo`), so a text-to-unit model trained on
   another k-means is refused;
@@ -23,9 +23,8 @@ import torch
 
 from dvcli.checkpoint import load_checkpoint, save_checkpoint
 from dvcli.errors import UserError, path_error
-from dvcli.models.campplus import CAMPPlus
 from dvcli.models.vits import VitsConfig, VitsGenerator
-from dvcli.speaker.encoder import SpeakerFrontend, load_speaker_encoder
+from dvcli.speaker.encoder import SpeakerEncoder, SpeakerFrontend, load_speaker_encoder
 
 JOINT_KIND = "dino-vits"
 MODEL_FILE = "model.pt"
@@ -66,7 +65,7 @@ class JointModel:
 def save_joint(
     path: str | Path,
     generator: VitsGenerator,
-    encoder: CAMPPlus,
+    encoder: SpeakerEncoder,
     units: UnitInfo,
     **info: Any,
 ) -> None:

@@ -1,12 +1,17 @@
 """The speaker encoder as other stages use it: load one, turn waveforms into embeddings.
 
+Two architectures serve as speaker encoders (:data:`SpeakerEncoder`): CAM++ (the paper's, Kaldi fbank
+input) and BYOL-A (the frozen generic baseline of the paper's Table 1, log-mel input,
+:mod:`dvcli.models.byola`). Each saved ``model_config`` says which: BYOL-A's carries ``arch: byol-a``.
+
 Public API (joint training, synthesis and evaluation build on these):
 
-- :func:`load_speaker_encoder` ``(source) -> CAMPPlus``: a ``dv pretrain-speaker`` output folder, its
-  ``campplus.pt``, one of its training checkpoints, a raw 3D-Speaker ``campplus_*.bin`` state dict,
-  or an already-loaded state dict; the architecture is rebuilt from the file.
+- :func:`load_speaker_encoder` ``(source) -> SpeakerEncoder``: a ``dv pretrain-speaker`` output folder,
+  its ``campplus.pt`` or ``byola.pt``, one of its training checkpoints, a raw 3D-Speaker
+  ``campplus_*.bin`` state dict, or an already-loaded state dict; the architecture is rebuilt from the file.
+- :func:`build_speaker_encoder` ``(model_config) -> SpeakerEncoder``: an untrained one from a saved config.
 - :class:`SpeakerFrontend` ``(encoder)``: an ``nn.Module`` from 16 kHz waveforms ``(B, T)`` to
-  embeddings ``(B, D)`` (Kaldi fbank, mean normalisation, CAM++). ``forward`` is differentiable (for
+  embeddings ``(B, D)`` (the encoder's features, then the encoder). ``forward`` is differentiable (for
   training the encoder jointly); :meth:`SpeakerFrontend.embed` is the no-grad inference helper that
   also takes a list of clips of different lengths: ``embed(wavs) -> (N, D)``.
 - :func:`export_onnx` ``(encoder, path)``: the encoder (fbank frames in, embedding out) as an ONNX
@@ -31,6 +36,8 @@ from dvcli.audio import SAMPLE_RATE, tile_to
 from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.errors import UserError, path_error
 from dvcli.features.fbank import KaldiFbank
+from dvcli.models.byola import ARCH as BYOLA_ARCH
+from dvcli.models.byola import ByolaConfig, ByolaEncoder, ByolaLogMel, body_state_from_upstream
 from dvcli.models.campplus import CAMPPlus, CAMPPlusConfig, config_from_state_dict
 
 log = logging.getLogger(__name__)
@@ -42,15 +49,38 @@ TRAIN_KIND = "pretrain-speaker"
 ENCODER_FILE = "campplus.pt"
 #: The encoder weights alone, as a plain state dict in 3D-Speaker's layout.
 PLAIN_FILE = "campplus.bin"
+#: ``dv_kind`` and file of a BYOL-A encoder (``dv pretrain-speaker --objective byol-a``).
+BYOLA_KIND = "byol-a"
+BYOLA_FILE = "byola.pt"
+#: BYOL-A's body alone, in the layout of BYOL-A's own ``AudioNTT2020-BYOLA-*.pth`` files.
+BYOLA_PLAIN_FILE = "byola.pth"
+
+#: A speaker encoder: ``forward((B, T, feat_dim) features) -> (B, embedding_size)``, with ``config``,
+#: ``embedding_size`` and ``last_layer_parameters()``.
+SpeakerEncoder = CAMPPlus | ByolaEncoder
+
+
+def build_speaker_encoder(model_config: Mapping[str, Any]) -> SpeakerEncoder:
+    """An untrained encoder of a saved ``model_config`` (BYOL-A's when ``arch`` is ``byol-a``, else CAM++)."""
+    if model_config.get("arch") == BYOLA_ARCH:
+        return ByolaEncoder(ByolaConfig(**model_config))
+    return CAMPPlus(CAMPPlusConfig(**model_config))
+
+
+def speaker_features(encoder: SpeakerEncoder) -> nn.Module:
+    """The features ``encoder`` reads: ``(B, T)`` waveforms, lengths -> ``(B, M, feat_dim)``, frames."""
+    if isinstance(encoder, ByolaEncoder):
+        return ByolaLogMel(encoder.config)
+    return KaldiFbank(encoder.config.feat_dim)
 
 
 def load_speaker_encoder(
     source: str | Path | Mapping[str, Any], *, map_location: str | torch.device = "cpu"
-) -> CAMPPlus:
-    """Build a :class:`CAMPPlus` from a file, folder or state dict, in eval mode.
+) -> SpeakerEncoder:
+    """Build a :class:`CAMPPlus` or :class:`ByolaEncoder` from a file, folder or state dict, in eval mode.
 
     Args:
-        source: a ``dv pretrain-speaker`` output folder (reads ``campplus.pt``), a ``campplus.pt``,
+        source: a ``dv pretrain-speaker`` output folder (reads ``campplus.pt`` or ``byola.pt``), either file,
             a training checkpoint (``checkpoint-*.pt``), a 3D-Speaker ``campplus_*.bin`` (plain
             state dict; ``module.`` prefixes are stripped), or a dict holding any of these.
         map_location: where the weights go.
@@ -65,39 +95,53 @@ def load_speaker_encoder(
     else:
         path = Path(source)
         if path.is_dir():
-            if not (path / ENCODER_FILE).is_file():
+            found = [path / f for f in (ENCODER_FILE, BYOLA_FILE) if (path / f).is_file()]
+            if not found:
                 raise path_error(
-                    path, f"no {ENCODER_FILE} in this folder", "give a `dv pretrain-speaker` output folder"
+                    path,
+                    f"no {ENCODER_FILE} or {BYOLA_FILE} in this folder",
+                    "give a `dv pretrain-speaker` output folder",
                 )
-            path = path / ENCODER_FILE
+            path = found[0]
         name = str(path)
         obj = load_checkpoint(path, map_location=map_location)
     state, config = _unpack(obj, name)
-    model = CAMPPlus(config)
+    model = ByolaEncoder(config) if isinstance(config, ByolaConfig) else CAMPPlus(config)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         detail = ", ".join(
             [f"missing {k}" for k in result.missing_keys[:2]] + [f"unexpected {k}" for k in result.unexpected_keys[:2]]
         )
-        raise UserError(f"{name}: weights do not fit a CAM++ ({detail})")
+        what = "a BYOL-A encoder" if isinstance(model, ByolaEncoder) else "a CAM++"
+        raise UserError(f"{name}: weights do not fit {what} ({detail})")
     return model.eval()
 
 
-def _unpack(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], CAMPPlusConfig]:
+def _unpack(obj: Any, name: str) -> tuple[dict[str, torch.Tensor], CAMPPlusConfig | ByolaConfig]:
     if not isinstance(obj, Mapping):
         raise UserError(f"{name}: not a state dict or a dv speaker checkpoint")
     kind = obj.get(KIND_KEY)
-    if kind is not None and kind not in (ENCODER_KIND, TRAIN_KIND):
+    if kind is not None and kind not in (ENCODER_KIND, BYOLA_KIND, TRAIN_KIND):
         raise UserError(f"{name}: is a '{kind}' checkpoint, expected a speaker encoder ('{ENCODER_KIND}')")
+    config: CAMPPlusConfig | ByolaConfig | None = None
     if "model" in obj and isinstance(obj["model"], Mapping):
         state = dict(obj["model"])
-        config = CAMPPlusConfig(**obj["model_config"]) if "model_config" in obj else None
+        saved = obj.get("model_config")
+        if isinstance(saved, Mapping) and saved.get("arch") == BYOLA_ARCH:
+            config = ByolaConfig(**saved)
+        elif saved is not None:
+            config = CAMPPlusConfig(**saved)
     elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         state, config = dict(obj["state_dict"]), None
     else:
         state, config = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, None
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    if config is None and body_state_from_upstream(state) is not None:
+        raise UserError(
+            f"{name}: a bare BYOL-A encoder, without the normalisation statistics and projection dv needs; "
+            f"make it usable with: dv pretrain-speaker MANIFEST --objective byol-a --init {name} --steps 0 -o OUT"
+        )
     if config is None:
         try:
             config = config_from_state_dict(state)
@@ -112,17 +156,18 @@ MIN_SECONDS = 0.5
 
 
 class SpeakerFrontend(nn.Module):
-    """16 kHz waveforms -> speaker embeddings: Kaldi fbank (80 bins, mean-normalised) then CAM++.
+    """16 kHz waveforms -> speaker embeddings: the encoder's features (:func:`speaker_features`: Kaldi
+    fbank, 80 bins, mean-normalised, for CAM++; log-mel for BYOL-A), then the encoder.
 
     Args:
-        encoder: a :class:`CAMPPlus` (e.g. from :func:`load_speaker_encoder`).
+        encoder: a :data:`SpeakerEncoder` (e.g. from :func:`load_speaker_encoder`).
         min_seconds: :meth:`embed` tiles clips shorter than this (CAM++ needs a few frames).
     """
 
-    def __init__(self, encoder: CAMPPlus, *, min_seconds: float = MIN_SECONDS) -> None:
+    def __init__(self, encoder: SpeakerEncoder, *, min_seconds: float = MIN_SECONDS) -> None:
         super().__init__()
         self.encoder = encoder
-        self.fbank = KaldiFbank(encoder.config.feat_dim)
+        self.fbank = speaker_features(encoder)
         self.min_samples = int(min_seconds * SAMPLE_RATE)
 
     @classmethod
@@ -135,7 +180,7 @@ class SpeakerFrontend(nn.Module):
         return self.encoder.embedding_size
 
     def features(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T)`` -> ``(B, M, 80)`` mean-normalised fbank and ``(B,)`` frame counts (in float32)."""
+        """``(B, T)`` -> ``(B, M, feat_dim)`` features and ``(B,)`` frame counts (in float32)."""
         with torch.autocast(wavs.device.type, enabled=False):
             return self.fbank(wavs.float(), lengths)
 

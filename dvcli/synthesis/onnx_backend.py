@@ -3,7 +3,8 @@
 Three graphs, all with dynamic batch and length axes (opset 17):
 
 - ``speaker.onnx``: ``wav`` ``(B, T)`` 16 kHz -> ``embedding`` ``(B, D)``: the Kaldi fbank (framing
-  as a strided convolution, the DFT as two matrix products, so no FFT operator is needed) and CAM++;
+  as a strided convolution, the DFT as two matrix products, so no FFT operator is needed) and CAM++,
+  or BYOL-A's log-mel (also a strided convolution) and BYOL-A;
 - ``vits_prior.onnx``: :class:`~dvcli.synthesis.pipeline.VitsPrior` (text encoder + duration predictor);
 - ``vits_decoder.onnx``: :class:`~dvcli.synthesis.pipeline.VitsDecoder` (inverse flow + HiFi-GAN).
 
@@ -88,15 +89,18 @@ class ExportableFbank(nn.Module):
 
 
 class SpeakerGraph(nn.Module):
-    """``(B, T)`` 16 kHz waveforms (each full length) -> ``(B, D)`` embeddings: fbank + CAM++."""
+    """``(B, T)`` 16 kHz waveforms (each full length) -> ``(B, D)`` embeddings: fbank + CAM++ (or log-mel + BYOL-A)."""
 
     def __init__(self, joint: JointModel) -> None:
         super().__init__()
-        self.fbank = ExportableFbank(joint.speaker.fbank)
+        features = joint.speaker.fbank
+        self.features = ExportableFbank(features) if isinstance(features, KaldiFbank) else features
         self.encoder = joint.speaker.encoder
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.fbank(wav))
+        if isinstance(self.features, ExportableFbank):
+            return self.encoder(self.features(wav))
+        return self.encoder(self.features.full_length(wav))
 
 
 def _export(

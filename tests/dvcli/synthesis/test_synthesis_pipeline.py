@@ -303,3 +303,20 @@ def test_onnx_with_a_deterministic_duration_predictor_and_blanks(tmp_path: Path)
     )
     assert float(wav.abs().max()) > 1e-3
     torch.testing.assert_close(b, wav[0], rtol=0, atol=1e-6)
+
+
+def test_a_byol_a_conditioned_model_exports_its_speaker_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from dvcli.models.byola import ByolaEncoder
+    from dvcli.synthesis.onnx_backend import OnnxBackend
+    from dvcli.synthesis.pipeline import TorchBackend
+
+    monkeypatch.setenv("DV_CACHE", str(tmp_path / "cache"))
+    joint = load_joint(make_joint_model(tmp_path / "byola", speaker="byol-a"))
+    assert isinstance(joint.speaker.encoder, ByolaEncoder)
+    onnx, torch_backend = OnnxBackend.cached(joint, threads=1), TorchBackend(joint)
+    for seconds in (1.3, 2.05):  # neither the export example's length
+        ref = _speech(seconds, seed=4).reshape(1, -1)
+        expected = torch_backend.embed(ref)
+        assert float(expected.abs().max()) > 100 * ONNX_TOLERANCE
+        torch.testing.assert_close(onnx.embed(ref), expected, rtol=0, atol=ONNX_TOLERANCE)
