@@ -228,6 +228,8 @@ def _check_settings(config: TrainJointConfig, out: Path) -> None:
         raise UserError(f"crop_seconds and ref_seconds must be at least {MIN_SECONDS:g} (CAM++'s shortest input)")
     if config.speaker is not None and not Path(config.speaker).exists():
         raise UserError(f"{config.speaker}: speaker checkpoint not found (a dv pretrain-speaker folder or campplus.pt)")
+    if config.content == "units" and not Path(config.units).exists():
+        raise UserError(f"{config.units}: units not found; give --units (a dv cluster folder) or --content text")
     for name in ("log_every", "sample_every", "checkpoint_every"):
         if getattr(config, name) < 1:
             raise UserError(f"{name} must be >= 1")

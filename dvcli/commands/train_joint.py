@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,8 +26,13 @@ app = typer.Typer()
 @app.command("train-joint")
 def train_joint(
     manifest: Annotated[Path, typer.Argument(help="manifest.tsv from dv prepare (or its folder).", exists=True)],
-    units: Annotated[Path, typer.Option("--units", "-u", help="A dv cluster folder or a units.tsv.", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)],
+    units: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--units", "-u", help="A dv cluster folder or a units.tsv (not read with --content text).", exists=True
+        ),
+    ] = None,
     speaker: Annotated[
         Path | None,
         typer.Option(

@@ -11,9 +11,13 @@
 #   MUSAN      MUSAN's noise folder; RIRS: RIRS_NOISES/simulated_rirs (speaker augmentation)
 #   MBART      mbart-large-cc25 folder (text-to-unit initialisation, 610M parameters)
 #   NOISE      background noise for the noisy test references (CHiME-3 backgrounds, or MUSAN noise)
+#   WHISPER    the recogniser of the transcript arms (the paper: Whisper medium, as a Hugging Face or
+#              CTranslate2 folder; auto = the packaged Whisper base)
 # Stage 8 trains the paper's ablation arms (AAM instead of DINO, no reference augmentation, frozen
-# encoder) and the other self-supervised sidecars (SimCLR, MoCo, BYOL, VICReg); stage 9 scores every
-# arm on the same clean/noisy test list in one report.
+# encoder) and the other self-supervised sidecars (SimCLR, MoCo, BYOL, VICReg); stages 9-12 the
+# paper's baselines (Table 1: a denoiser front-end, a frozen BYOL-A encoder; Table 4: VITS on Whisper
+# transcripts, and both content kinds trained on a 60% clean / 40% noisy copy of the corpus); stage 13
+# scores every system on the same clean/noisy test list in one report.
 set -euo pipefail
 
 CORPUS=${CORPUS:-/data/LibriTTS/train-clean-100}
@@ -23,6 +27,7 @@ MUSAN=${MUSAN:-/data/musan/noise}
 RIRS=${RIRS:-/data/RIRS_NOISES/simulated_rirs}
 MBART=${MBART:-/models/mbart-large-cc25}
 NOISE=${NOISE:-/data/musan/noise}
+WHISPER=${WHISPER:-auto}
 GPUS=${GPUS:-2}
 SHARDS=${SHARDS:-4}
 
@@ -93,11 +98,53 @@ if run 8; then
   done
 fi
 
-# 9. One report: ground truth, DINO-VITS and every arm, clean vs noisy references, with 95% CIs;
-#    then a listening-test kit for MOS (the paper's headline metric).
+# 9. Table 1, "+ denoiser" (the paper's DEMUCS row): DeepFilterNet3 cleans every reference first.
 if run 9; then
+  dv synthesize --model "$dir/joint-dino" --t2u "$dir/t2u" --batch "$dir/refs/batch.tsv" --denoise dfn3 -o "$dir/synth-dino-dfn3"
+fi
+
+# 10. Table 1, BYOL-A: BYOL-A's generic audio encoder trained on the corpus without speaker labels,
+#     frozen under VITS (projected to the speaker-embedding size by PCA).
+if run 10; then
+  dv pretrain-speaker "$dir/data/manifest.tsv" -o "$dir/byola" --objective byol-a
+  dv train-joint "$dir/data/manifest.tsv" --units "$dir/units" --speaker "$dir/byola" --freeze-speaker -o "$dir/joint-byola" \
+    --config "$here/train_joint.yaml" --gpus "$GPUS"
+  dv synthesize --model "$dir/joint-byola" --t2u "$dir/t2u" --batch "$dir/refs/batch.tsv" -o "$dir/synth-byola"
+fi
+
+# 11. Table 4, Whisper-C: the recogniser's transcripts of the clean corpus -> VITS on their phonemes
+#     (no text-to-unit model: synthesis reads the text's phonemes).
+if run 11; then
+  dv transcribe "$dir/data/manifest.tsv" --split train --asr "$WHISPER" -o "$dir/transcripts"
+  dv train-joint "$dir/transcripts/manifest.tsv" --content text --speaker "$dir/speaker" -o "$dir/joint-whisper-c" \
+    --config "$here/train_joint.yaml" --gpus "$GPUS" --set "augment.noise_dir=$MUSAN" --set "augment.rir_dir=$RIRS"
+  dv synthesize --model "$dir/joint-whisper-c" --batch "$dir/refs/batch.tsv" -o "$dir/synth-whisper-c"
+fi
+
+# 12. Table 4, the noisy training copy (0 dB MUSAN noise in 40% of the training rows; the held-out
+#     speakers are the same and untouched): DINO-VITS-N (its units labelled with stage 2's centroids,
+#     so the text-to-unit model fits) and Whisper-N.
+if run 12; then
+  dv prepare "$CORPUS" -o "$dir/data-noisy" --speakers-heldout 8 --max-duration 15 --noisy-fraction 0.4 --snr 0 --noise "$MUSAN"
+  for i in $(seq 0 $((SHARDS - 1))); do
+    dv extract-units "$dir/data-noisy" -o "$dir/feats-noisy/$i" --checkpoint "$HUBERT" --layer 6 --shard "$i" --num-shards "$SHARDS"
+  done
+  dv cluster "$dir"/feats-noisy/* -o "$dir/units-noisy" --kmeans "$dir/units" --dedup
+  dv train-joint "$dir/data-noisy/manifest.tsv" --units "$dir/units-noisy" --speaker "$dir/speaker" -o "$dir/joint-dino-n" \
+    --config "$here/train_joint.yaml" --gpus "$GPUS" --set "augment.noise_dir=$MUSAN" --set "augment.rir_dir=$RIRS"
+  dv synthesize --model "$dir/joint-dino-n" --t2u "$dir/t2u" --batch "$dir/refs/batch.tsv" -o "$dir/synth-dino-n"
+  dv transcribe "$dir/data-noisy/manifest.tsv" --split train --asr "$WHISPER" -o "$dir/transcripts-noisy"
+  dv train-joint "$dir/transcripts-noisy/manifest.tsv" --content text --speaker "$dir/speaker" -o "$dir/joint-whisper-n" \
+    --config "$here/train_joint.yaml" --gpus "$GPUS" --set "augment.noise_dir=$MUSAN" --set "augment.rir_dir=$RIRS"
+  dv synthesize --model "$dir/joint-whisper-n" --batch "$dir/refs/batch.tsv" -o "$dir/synth-whisper-n"
+fi
+
+# 13. One report: ground truth, DINO-VITS, every arm and every baseline, clean vs noisy references, with 95% CIs;
+#    then a listening-test kit for MOS (the paper's headline metric).
+if run 13; then
   systems=("$dir/synth-dino")
   for arm in "${arms[@]}"; do systems+=("$dir/synth-$arm"); done
+  for baseline in dino-dfn3 byola whisper-c dino-n whisper-n; do systems+=("$dir/synth-$baseline"); done
   dv evaluate run "${systems[@]}" --ground-truth "$dir/data/manifest.tsv" --split heldout -o "$dir/report"
   dv evaluate mos-kit "${systems[@]}" --ground-truth "$dir/data/manifest.tsv" --max-clips 20 -o "$dir/mos-kit"
   cat "$dir/report/report.md"

@@ -279,6 +279,10 @@ def test_user_errors_are_one_line_and_leave_nothing(corpus: tuple[Path, Path], t
     code, output = _cli(str(manifest), "-u", str(small), "-o", str(out), *common)
     assert code == 2 and "outside the k-means size 3" in output
 
+    # No --units for a unit model (only --content text reads none).
+    code, output = _cli(str(manifest), "-o", str(out), *common)
+    assert code == 2 and "give --units (a dv cluster folder) or --content text" in output
+
     # An unknown VITS setting, --resume with nothing to resume.
     code, output = _cli(str(manifest), "-u", str(units), "-o", str(out), *common, "--set", "vits={hiden: 3}")
     assert code == 2 and "hiden" in output
