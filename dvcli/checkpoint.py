@@ -12,6 +12,7 @@ a checkpoint of the wrong kind is refused with a clear message instead of a shap
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,6 +60,12 @@ def load_checkpoint(
             path,
             f"refused to load: unpickling it would need {wanted}, which is not plain data",
             "dv loads only tensors and plain containers; re-save the weights as a state dict",
+        ) from None
+    except (KeyError, IndexError, struct.error, UnicodeDecodeError):
+        # The weights-only unpickler on bytes of another format (text, TSV, YAML, audio, images):
+        # the first bytes read as opcodes it cannot follow.
+        raise path_error(
+            path, "is not a checkpoint (a file of another format)", "give the .pt / .bin checkpoint file"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -192,6 +193,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+#: A decimal number in the notation users type (``3e-4``, ``1e6``, ``-2.5E+3``), finite.
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
     """Return ``value`` converted to type ``tp`` or raise a UserError naming ``where``."""
     if isinstance(value, _RawValue):
@@ -245,6 +250,8 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise bad()
+    if tp in (int, float) and isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads 3e-4 and 1e6 (no dot) as strings
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -256,6 +263,8 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
             if math.isnan(value):  # NaN compares false with every bound a stage checks, so it would pass them
                 raise UserError(f"{where} expects a number, got NaN")
             return float(value)
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise UserError(f"{where} expects a finite number, got {value!r}")
         raise bad()
     if tp is str:
         if isinstance(value, str):

@@ -90,7 +90,7 @@ class EvaluateConfig(StageConfig):
     asr: str = (
         AUTO  # auto (whisper-base when installed, else pocketsphinx), whisper-base, pocketsphinx, or a Whisper folder
     )
-    verifier: str = RESEMBLYZER  # 'resemblyzer' or a CAM++ / joint checkpoint (SECS)
+    verifier: str = RESEMBLYZER  # 'resemblyzer', a CAM++ / BYOL-A / joint checkpoint, or its folder (SECS)
     target_manifest: Path | None = (
         None  # clean utterances of the target speakers: adds SECS against each speaker's centroid
     )

@@ -39,7 +39,7 @@ from dvcli.speaker.verification import (
 class SpeakerEvalConfig(StageConfig):
     """Settings of ``dv evaluate speaker``."""
 
-    verifier: str = RESEMBLYZER  # 'resemblyzer' or a CAM++ / joint checkpoint
+    verifier: str = RESEMBLYZER  # 'resemblyzer', a CAM++ / BYOL-A / joint checkpoint, or its folder
     out: Path  # report folder
     trials: Path | None = None  # trial list TSV: enrol, test, label (1 = same speaker)[, condition]
     manifest: Path | None = None  # draw trials from this manifest instead (or: the ids a trial list names)

@@ -129,8 +129,10 @@ def split_utterances(utterances: list[Utterance], config: PretrainSpeakerConfig)
     for u in utterances:
         (unseen if u.split == "heldout" else by_speaker[u.speaker]).append(u)
     speakers = sorted(by_speaker)
-    if len(speakers) < 2 and config.steps > 0:
+    if len(speakers) < 2 and config.steps > 0 and config.objective == "aam":
         raise UserError(f"{config.manifest}: {len(speakers)} training speaker(s); speaker training needs at least two")
+    if not speakers and config.steps > 0:
+        raise UserError(f"{config.manifest}: no utterances outside split=heldout to train on")
     rng = random.Random(config.seed)
     eval_speakers = set(rng.sample(speakers, min(config.eval_speakers, len(speakers))))
     train, seen = [], []
@@ -288,24 +290,31 @@ def _train_or_load(
 def _check_settings(config: PretrainSpeakerConfig, out: Path) -> None:
     """Fail before hours of training, not after."""
     check_output(out)
+    if config.steps < 0 or config.gpus < 1 or config.embedding_size < 1:
+        raise UserError("need steps >= 0, gpus >= 1 and embedding_size >= 1")
+    if config.init is not None and Path(config.init).is_dir():
+        files = (
+            "byola.pt or BYOL-A's AudioNTT2020-*.pth"
+            if config.objective == byola.OBJECTIVE
+            else "campplus.pt or a 3D-Speaker .bin"
+        )
+        raise UserError(f"{config.init}: is a folder; --init takes a checkpoint file ({files})")
+    if config.init is not None and not Path(config.init).is_file():
+        raise UserError(f"{config.init}: --init checkpoint not found")
+    if config.objective == byola.OBJECTIVE:
+        byola.check_settings(config)
+        return
+    if config.model not in (None, *PRESETS):
+        hint = " (add --objective byol-a)" if config.model in byola.MODELS else ""
+        raise UserError(f"model {config.model}: --objective aam trains {' or '.join(PRESETS)} (CAM++){hint}")
     if config.batch_size % config.utterances_per_speaker:
         raise UserError(
             f"batch_size {config.batch_size} is not a multiple of utterances_per_speaker {config.utterances_per_speaker}"
         )
-    if config.objective == byola.OBJECTIVE:
-        byola.check_settings(config)
-    elif config.model not in (None, *PRESETS):
-        raise UserError(f"model {config.model}: --objective aam trains {' or '.join(PRESETS)} (CAM++)")
-    if config.steps < 0 or config.crop_seconds < MIN_SECONDS or config.gpus < 1:
-        raise UserError(f"need steps >= 0, crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input) and gpus >= 1")
+    if config.crop_seconds < MIN_SECONDS:
+        raise UserError(f"need crop_seconds >= {MIN_SECONDS:g} (CAM++'s shortest input)")
     if not 0 <= config.margin_ramp[0] <= config.margin_ramp[1] <= 1:
         raise UserError(f"margin_ramp {list(config.margin_ramp)}: expected two fractions 0 <= start <= end <= 1")
-    if config.init is not None and Path(config.init).is_dir():
-        raise UserError(
-            f"{config.init}: is a folder; --init takes a checkpoint file (campplus.pt or a 3D-Speaker .bin)"
-        )
-    if config.init is not None and not Path(config.init).is_file():
-        raise UserError(f"{config.init}: --init checkpoint not found")
 
 
 def _model_config(config: PretrainSpeakerConfig) -> CAMPPlusConfig:

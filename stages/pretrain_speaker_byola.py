@@ -66,17 +66,22 @@ def check_settings(config: PretrainSpeakerConfig) -> None:
     b = config.byola
     if config.model not in (None, *MODELS):
         raise UserError(f"model {config.model}: --objective byol-a trains {' or '.join(MODELS)}")
-    if not 0 <= b.mixup_ratio <= 1 or not 0 < b.ema_decay < 1:
-        raise UserError("byola: need 0 <= mixup_ratio <= 1 and 0 < ema_decay < 1")
+    if not 0 <= b.mixup_ratio <= 1 or not 0 < b.ema_decay < 1 or not b.learning_rate > 0:
+        raise UserError("byola: need 0 <= mixup_ratio <= 1, 0 < ema_decay < 1 and learning_rate > 0")
+    if b.hidden_dim < 1 or b.projection_size < 1:
+        raise UserError("byola: need hidden_dim >= 1 and projection_size >= 1")
     if b.segment_seconds < 0.1 or b.mixup_memory < 0 or b.norm_utterances < 1 or b.pca_utterances < 2:
         raise UserError(
             "byola: need segment_seconds >= 0.1, mixup_memory >= 0, norm_utterances >= 1, pca_utterances >= 2"
         )
     if config.batch_size < 2:
         raise UserError("batch_size: BYOL's batch norm needs at least 2 segments per step")
-    for name in ("virtual_crop", "freq_scale", "time_scale"):
+    low, high = b.virtual_crop
+    if not (low >= 1 and high >= 1):
+        raise UserError(f"byola.virtual_crop {[low, high]}: the canvas is at least the input (both >= 1)")
+    for name in ("freq_scale", "time_scale"):
         low, high = getattr(b, name)
-        if not 0 < low <= high or (name != "virtual_crop" and high < 1) or (name == "virtual_crop" and low < 1):
+        if not 0 < low <= high or high < 1:
             raise UserError(f"byola.{name} {[low, high]}: need 0 < low <= high, with the high end >= 1")
 
 
@@ -87,11 +92,23 @@ def initial_encoder(config: PretrainSpeakerConfig, train: list[Utterance]) -> By
     Raises:
         UserError: an ``--init`` file that holds no BYOL-A encoder.
     """
-    if config.init is not None:
-        encoder = _load_init(Path(config.init), config.embedding_size)
-    else:
-        torch.manual_seed(config.seed)
-        encoder = ByolaEncoder(MODELS[config.model or "byol-a"](embedding_size=config.embedding_size))
+    try:
+        if config.init is not None:
+            encoder = _load_init(Path(config.init), config.embedding_size)
+        else:
+            torch.manual_seed(config.seed)
+            encoder = ByolaEncoder(MODELS[config.model or "byol-a"](embedding_size=config.embedding_size))
+    except ValueError as err:  # an embedding larger than the representation it projects
+        raise UserError(f"{err}: set a smaller embedding_size") from None
+    preset = MODELS[config.model](embedding_size=1) if config.model else None
+    if config.init is not None and preset is not None and preset.feature_d != encoder.config.feature_d:
+        log.warning(
+            "--model %s (d = %d) ignored: --init %s sets the architecture (d = %d)",
+            config.model,
+            preset.feature_d,
+            config.init,
+            encoder.config.feature_d,
+        )
     mean, std = log_mel_statistics(ByolaLogMel(encoder.config), train, config.byola.norm_utterances, config.seed)
     encoder.norm_mean.fill_(mean)
     encoder.norm_std.fill_(std)
@@ -189,8 +206,17 @@ def train(
     (:func:`initial_encoder`); checkpoints go to ``work/checkpoints``."""
     device, b = info.device, config.byola
     state = load_checkpoint(resume_from, kind=TRAIN_KIND) if resume_from is not None else None
-    if state is not None and state.get("objective") != OBJECTIVE:
-        raise UserError(f"{resume_from}: was trained with another objective than byol-a; resume it with that objective")
+    if state is not None and state.get("objective", "aam") != OBJECTIVE:
+        raise UserError(
+            f"{resume_from}: was trained with --objective {state.get('objective', 'aam')}; resume it with that objective"
+        )
+    if state is not None:  # the heads' sizes are the run's, whatever this command line says
+        saved = state["config"]["byola"]
+        config = dataclasses.replace(
+            config,
+            byola=dataclasses.replace(b, hidden_dim=saved["hidden_dim"], projection_size=saved["projection_size"]),
+        )
+        b = config.byola
     if state is not None and state["speakers"] != split.speakers:
         raise UserError(f"{resume_from}: was trained on other speakers than {config.manifest} lists")
     run = _build(config, state if state is not None else init_state, device)

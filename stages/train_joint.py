@@ -163,6 +163,7 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         inputs["units"] = Path(config.units).resolve()
     if config.speaker is not None:
         inputs["speaker"] = Path(config.speaker).resolve()
+    encoder_name = "BYOL-A" if isinstance(encoder, ByolaEncoder) else "CAM++"
     with stage_output(out, stage="train-joint", config=config, inputs=inputs) as tmp:
         save_joint(tmp / MODEL_FILE, generator, encoder, plan.units, **info)
         write_history(tmp / "train.tsv", history)
@@ -170,16 +171,22 @@ def _run(config: TrainJointConfig) -> TrainJointResult:
         first, last = first_last(history, "loss_mel")
         write_model_card(
             tmp,
-            title=f"DINO-VITS voice-cloning model ({config.model})",
+            title=(
+                f"VITS voice-cloning model on a frozen {encoder_name} speaker encoder ({config.model})"
+                if config.freeze_speaker
+                else f"DINO-VITS voice-cloning model ({config.model})"
+            ),
             summary=f"VITS over {'phonemes' if config.content == 'text' else 'content units'}, conditioned on a "
-            f"{'BYOL-A' if isinstance(encoder, ByolaEncoder) else 'CAM++'} speaker encoder "
+            f"{encoder_name} speaker encoder "
             f"{'kept frozen' if config.freeze_speaker else 'trained jointly with it'} "
             f"(speaker loss: {info['speaker_loss']}); clones a voice from one reference clip.",
             facts={
                 "trained on": f"`{Path(config.manifest).name}`: {len(plan.examples)} utterances of "
                 f"{len(plan.speakers)} speaker{'s' if len(plan.speakers) != 1 else ''}",
                 "units": f"k = {plan.units.k} ({'espeak-ng phonemes of the text' if config.content == 'text' else 'deduplicated' if config.dedup else 'one per frame'})",
-                "steps": f"{steps} ({config.phase1_steps} encoder last layer + {config.phase2_steps} whole encoder)",
+                "steps": f"{steps} (speaker encoder frozen)"
+                if config.freeze_speaker
+                else f"{steps} ({config.phase1_steps} encoder last layer + {config.phase2_steps} whole encoder)",
                 "parameters": f"generator {parameters['generator']:,}, speaker encoder {parameters['encoder']:,}",
                 "output rate": f"{generator.config.sample_rate} Hz",
                 "mel L1, first -> last logged": f"{first:.3f} -> {last:.3f}",

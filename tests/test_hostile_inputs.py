@@ -121,12 +121,15 @@ BREAKS: dict[str, Callable[[Path, Path], bytes | None]] = {
     # audio and checkpoints
     "truncated": lambda good, tmp: good.read_bytes()[: min(400, good.stat().st_size // 2)],
     "text under an audio name": lambda good, tmp: b"id\ttext\nthis is not audio\n",
+    # other formats under a checkpoint's or audio file's name (the unpickler met opcodes it cannot follow)
+    "plain text": lambda good, tmp: b"hello\n",
+    "an image": lambda good, tmp: b"GIF89a\x01\x00\x01\x00\x00\x00\x00",
 }
 
 MANIFEST_BREAKS = ["empty", "random bytes", "latin-1 text", "bom and renamed header", "nan duration", "a folder"]
 UNITS_BREAKS = ["empty", "random bytes", "latin-1 text", "unit id beyond k", "unit id not a number", "a folder"]
 TABLE_BREAKS = ["empty", "random bytes", "latin-1 text", "bom and renamed header", "a folder"]
-FILE_BREAKS = ["empty", "random bytes", "truncated", "text under an audio name", "a folder"]
+FILE_BREAKS = ["empty", "random bytes", "truncated", "text under an audio name", "plain text", "an image", "a folder"]
 BREAKS_OF = {
     "manifest": MANIFEST_BREAKS,
     "units": UNITS_BREAKS,

@@ -94,7 +94,11 @@ def run(
     ] = None,
     verifier: Annotated[
         Optional[str],
-        setting(evaluate_stage.EvaluateConfig, "verifier", "SECS verifier: 'resemblyzer' or a CAM++ checkpoint."),
+        setting(
+            evaluate_stage.EvaluateConfig,
+            "verifier",
+            "SECS verifier: 'resemblyzer', a CAM++ or BYOL-A encoder (campplus.pt, byola.pt), a joint model.pt, or their folder.",
+        ),
     ] = None,
     target_manifest: Annotated[
         Optional[Path],
@@ -142,7 +146,9 @@ def speaker(
     verifier: Annotated[
         Optional[str],
         setting(
-            speaker_stage.SpeakerEvalConfig, "verifier", "'resemblyzer' or a CAM++ / joint checkpoint to evaluate."
+            speaker_stage.SpeakerEvalConfig,
+            "verifier",
+            "'resemblyzer', a CAM++ or BYOL-A encoder, a joint model.pt, or their folder, to evaluate.",
         ),
     ] = None,
     trials: Annotated[

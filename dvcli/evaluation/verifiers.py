@@ -141,17 +141,34 @@ def load_verifier(spec: str, device: str = "cpu") -> SpeakerVerifier:
     if spec == RESEMBLYZER:
         return Resemblyzer(device)
     path = Path(spec)
+    if path.is_dir():  # an output folder: the encoder file it publishes
+        found = [path / name for name in VERIFIER_FILES if (path / name).is_file()]
+        if not found:
+            raise path_error(path, f"holds none of {', '.join(VERIFIER_FILES)}", "give a dv output folder or the file")
+        path = found[0]
     obj = load_checkpoint(path)
     kind = obj.get(KIND_KEY) if isinstance(obj, Mapping) else None
     if kind in _LOADERS:
         return _LOADERS[kind](obj, path, device)
     if _find_campplus_state(obj) is not None:
         return _campplus_verifier(obj, path, device)
+    from dvcli.models.byola import body_state_from_upstream
+
+    if isinstance(obj, Mapping) and body_state_from_upstream(obj) is not None:
+        raise path_error(
+            path,
+            "is a bare BYOL-A body, without the normalisation statistics and projection dv needs",
+            f"dv pretrain-speaker MANIFEST --objective byol-a --init {path} --steps 0 -o OUT, then --verifier OUT",
+        )
     raise path_error(
         path,
         f"holds no speaker encoder that dv can run (checkpoint kind: {kind or 'unknown'})",
-        "give --verifier resemblyzer, a CAM++ checkpoint, or a joint checkpoint",
+        "give --verifier resemblyzer, a CAM++ or BYOL-A checkpoint (campplus.pt, byola.pt), or a joint model.pt",
     )
+
+
+#: What ``--verifier FOLDER`` looks for, in order: a joint model, a CAM++, a BYOL-A encoder.
+VERIFIER_FILES = ("model.pt", "campplus.pt", "byola.pt")
 
 
 _CAMPPLUS_KEY = "xvector.dense.linear.weight"

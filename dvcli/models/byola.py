@@ -70,7 +70,7 @@ class ByolaConfig:
     @classmethod
     def tiny(cls, embedding_size: int = 192) -> ByolaConfig:
         """A small BYOL-A (d = 256, 272,000 parameters in the body) for CPU demos and tests."""
-        return cls(feature_d=max(256, embedding_size), embedding_size=embedding_size)
+        return cls(feature_d=256, embedding_size=embedding_size)
 
 
 #: ``dv pretrain-speaker --objective byol-a --model NAME`` presets.
@@ -234,6 +234,10 @@ def body_state_from_upstream(state: Mapping[str, torch.Tensor]) -> dict[str, tor
 
 
 def config_from_body_state(state: Mapping[str, torch.Tensor], embedding_size: int = 192) -> ByolaConfig:
-    """A :class:`ByolaConfig` that fits a body state dict's shapes (``fc.0.weight`` is ``(d, 64 * n_mels / 8)``)."""
+    """A :class:`ByolaConfig` that fits a body state dict's shapes (``fc.0.weight`` is ``(d, 64 * n_mels / 8)``).
+
+    Raises:
+        ValueError: ``embedding_size`` larger than the body's d.
+    """
     d, flat = state["fc.0.weight"].shape
-    return ByolaConfig(n_mels=flat // 64 * 8, feature_d=d, embedding_size=min(embedding_size, d))
+    return ByolaConfig(n_mels=flat // 64 * 8, feature_d=d, embedding_size=embedding_size)

@@ -55,3 +55,20 @@ def test_truncated_and_empty_files(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "empty.pt")
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("notes.txt", b"hello\n"),
+        ("train.tsv", b"step\tloss\n10\t2.5\n"),
+        ("config.yaml", b"seed: 0\nout: runs/x\n"),
+        ("image.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00"),
+        ("clip.wav", b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00"),
+    ],
+)
+def test_files_of_other_formats_are_named_not_checkpoints(tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(UserError, match=rf"{name}: is not a checkpoint"):
+        load_checkpoint(path)

@@ -63,6 +63,7 @@ def test_set_parses_by_field_type() -> None:
         ("model.kernels=[1, x]", "key 'model.kernels' expects int, got 'x'"),
         ("noequals", "expected KEY=VALUE"),
         ("model.dropout=.nan", "key 'model.dropout' expects a number, got NaN"),  # NaN passes every bound check
+        ("model.dropout=nan", "key 'model.dropout' expects a finite number, got 'nan'"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
@@ -119,3 +120,13 @@ def test_old_setting_names_are_refused_naming_the_new_one(cls_path: str, old: st
         load_config(cls, tmp_path / "old.yaml")
     with pytest.raises(UserError, match=rf"--set: '{old}' is now called '{new}'"):
         load_config(cls, overrides=[f"{old}=1"])
+
+
+def test_numbers_in_e_notation_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``3e-4`` and ``1e3`` (no dot) as strings; they are what users type."""
+    cfg = load_config(Toy, overrides=["model.dropout=3e-4", "model.hidden=1e3", "seed=2E1"])
+    assert cfg.model.dropout == 3e-4 and cfg.model.hidden == 1000 and cfg.seed == 20
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  dropout: 5e-2\n")
+    assert load_config(Toy, recipe).model.dropout == 0.05
+    assert load_config(Toy, overrides=["name=1e3"]).name == "1e3"  # strings stay strings

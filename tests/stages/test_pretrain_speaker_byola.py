@@ -118,7 +118,9 @@ def test_resume_reproduces_the_uninterrupted_run_across_the_mixup_memory(manifes
     partial.mkdir(parents=True)
     shutil.copy(tmp_path / "full" / "checkpoints" / "checkpoint-00000003.pt", partial)
     torch.manual_seed(1234)  # the checkpoint must bring its own RNG state
-    resumed = run(_config(manifest, tmp_path / "resumed", resume=True, workers=1, **settings))
+    # The heads' sizes come from the checkpoint, not from this command line (it leaves them at the defaults).
+    again = {**settings, "byola": {"mixup_memory": 6}}
+    resumed = run(_config(manifest, tmp_path / "resumed", resume=True, workers=1, **again))
     assert resumed.history == full.history and len(full.history) == 6
     a, b = (load_speaker_encoder(tmp_path / name).state_dict() for name in ("full", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -153,6 +155,11 @@ def test_settings_that_cannot_work_are_refused(manifest: Path, tmp_path: Path, t
         ({"model": "campplus"}, "byol-a trains byol-a or byol-a-tiny"),
         ({"objective": "aam", "model": "byol-a"}, "aam trains campplus or tiny"),
         ({"byola": {"virtual_crop": [0.5, 1.5]}}, "byola.virtual_crop"),
+        ({"byola": {"time_scale": [1.2, 0.8]}}, "byola.time_scale"),
+        ({"embedding_size": 300}, "embedding_size 300 exceeds the representation size 256: set a smaller"),
+        ({"byola": {"hidden_dim": 0}}, "hidden_dim >= 1"),
+        ({"embedding_size": 0}, "embedding_size >= 1"),
+        ({"model": "byol-a-tiny", "objective": "aam"}, "add --objective byol-a"),
         ({"byola": {"ema_decay": 1.0}}, "ema_decay"),
         ({"init": trained / "eer.json"}, "eer.json"),
     ]
@@ -166,7 +173,7 @@ def test_settings_that_cannot_work_are_refused(manifest: Path, tmp_path: Path, t
     partial = work_folder(tmp_path / "switch") / "checkpoints"
     partial.mkdir(parents=True)
     shutil.copy(next((aam / "checkpoints").iterdir()), partial)
-    with pytest.raises(UserError, match="another objective"):
+    with pytest.raises(UserError, match="was trained with --objective aam"):
         run(_config(manifest, tmp_path / "switch", steps=4, resume=True))
 
 
@@ -187,7 +194,9 @@ def test_train_joint_conditions_vits_on_the_frozen_encoder(manifest: Path, train
     assert result.exit_code == 0, result.output
     joint = load_joint(out)
     assert joint.info["speaker_encoder"] == "byol-a" and joint.info["freeze_speaker"]
-    assert "BYOL-A speaker encoder kept frozen" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "on a frozen BYOL-A speaker encoder" in card and "BYOL-A speaker encoder kept frozen" in card
+    assert "3 (speaker encoder frozen)" in card
     # Frozen: every weight and statistic of the published encoder is the pretrained one.
     before = load_speaker_encoder(trained).state_dict()
     after = joint.speaker.encoder.state_dict()
@@ -197,3 +206,6 @@ def test_train_joint_conditions_vits_on_the_frozen_encoder(manifest: Path, train
     a = load_verifier(str(out / "model.pt")).embed([clip])
     b = load_verifier(str(trained / "byola.pt")).embed([clip])
     assert a.shape == (1, 16) and abs(float((a * b).sum()) - 1.0) < 1e-5
+    assert load_verifier(str(trained)).name == "byol-a:byola.pt"  # an output folder serves too
+    with pytest.raises(UserError, match="bare BYOL-A body.*--objective byol-a --init"):
+        load_verifier(str(trained / "byola.pth"))
