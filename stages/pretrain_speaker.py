@@ -258,10 +258,11 @@ def _train_or_load(
     elif config.init is not None and resume_from is None:
         init = load_speaker_encoder(config.init)
     if config.steps == 0 and resume_from is None:
-        if init is not None:
+        if config.init is None:
+            log.warning("steps=0 and no init: evaluating a randomly initialised encoder (a chance-level baseline)")
+        if init is not None:  # --init, or BYOL-A's random weights with the data's statistics
             return [], init
         torch.manual_seed(config.seed)
-        log.warning("steps=0 and no init: evaluating a randomly initialised encoder (a chance-level baseline)")
         return [], CAMPPlus(_model_config(config)).eval()
     start_work(work, config, resume_from=resume_from)
     if init is None:

@@ -5,7 +5,7 @@
 #   bash examples/toy/run.sh --stage 4 --stop-stage 4   # only joint training
 #   bash examples/toy/run.sh --dir /tmp/toy             # somewhere else
 #
-# Needs `dv` on PATH (`make install`, then `source .venv/bin/activate`). About 10 CPU minutes.
+# Needs `dv` on PATH (`make install`, then `source .venv/bin/activate`). Stages 0-8: about 10 CPU minutes.
 #
 # CORPUS=FOLDER uses another corpus of the same layout (speakers.tsv names the held-out speakers);
 # STEPS=N trains every model for N steps only (tests/test_toy_baselines.py runs stages 0-7 and 16-21 so).
