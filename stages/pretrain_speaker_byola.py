@@ -18,15 +18,14 @@ from typing import Any
 
 import torch
 
-from dvcli.audio import load_audio
-from dvcli.checkpoint import load_checkpoint
+from dvcli.checkpoint import KIND_KEY, load_checkpoint
 from dvcli.config import to_dict
 from dvcli.dino import ema_update, embedding_std, make_teacher
 from dvcli.errors import UserError
 from dvcli.logs import progress
 from dvcli.manifest import Utterance
 from dvcli.models.byola import (
-    ByolaConfig,
+    PRESETS,
     ByolaEncoder,
     ByolaLogMel,
     body_state_from_upstream,
@@ -41,6 +40,7 @@ from dvcli.speaker.byola import (
     mixup,
     normalize_batch,
     random_resize_crop,
+    sampled_log_mels,
 )
 from dvcli.speaker.encoder import BYOLA_KIND, TRAIN_KIND, load_speaker_encoder
 from dvcli.ssl import byol_loss
@@ -53,8 +53,8 @@ from stages.pretrain_speaker_config import PretrainSpeakerConfig, Split
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "byol-a"
-#: ``--model`` presets of this objective: BYOL-A's d = 2048, and a small one for CPU demos and tests.
-MODELS = {"byol-a": ByolaConfig, "byol-a-tiny": ByolaConfig.tiny}
+#: ``--model`` presets of this objective.
+MODELS = PRESETS
 
 
 def check_settings(config: PretrainSpeakerConfig) -> None:
@@ -123,7 +123,7 @@ def initial_encoder(config: PretrainSpeakerConfig, train: list[Utterance]) -> By
 
 def _load_init(path: Path, embedding_size: int) -> ByolaEncoder:
     obj = load_checkpoint(path)
-    kind = obj.get("dv_kind") if isinstance(obj, dict) else None
+    kind = obj.get(KIND_KEY) if isinstance(obj, dict) else None
     if kind in (BYOLA_KIND, TRAIN_KIND):
         encoder = load_speaker_encoder(obj)
         if isinstance(encoder, ByolaEncoder):
@@ -149,11 +149,8 @@ def fit_projection(
     training utterances; returns ``encoder`` in eval mode."""
     encoder = encoder.to(device).eval()
     log_mel = ByolaLogMel(encoder.config).to(device)
-    gen = torch.Generator().manual_seed(config.seed)
-    picks = torch.randperm(len(train), generator=gen)[: config.byola.pca_utterances].tolist()
     reps = []
-    for i in picks:
-        feats, _ = log_mel(load_audio(train[i].audio).unsqueeze(0).to(device))
+    for feats in sampled_log_mels(log_mel, train, config.byola.pca_utterances, config.seed):
         if feats.shape[1] >= 8:
             reps.append(encoder.representation(feats).float().cpu())
     if len(reps) < 2:

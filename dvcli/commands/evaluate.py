@@ -367,7 +367,10 @@ def style_probe(
     manifest: Annotated[Path, typer.Argument(help="manifest.tsv (or its folder) with a label column.", exists=True)],
     encoder: Annotated[
         list[str],
-        typer.Option("--encoder", help="A speaker encoder: resemblyzer, or a CAM++ / dv train-joint checkpoint."),
+        typer.Option(
+            "--encoder",
+            help="A speaker encoder: resemblyzer, a CAM++ / BYOL-A / dv train-joint checkpoint, or its folder.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.", file_okay=False)] = Path("style-probe"),
     label: Annotated[

@@ -193,17 +193,10 @@ def _find_campplus_state(obj: Any, depth: int = 0) -> dict[str, torch.Tensor] | 
 
 
 def _campplus_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:
-    from dvcli.speaker.encoder import SpeakerFrontend, load_speaker_encoder
-
     state = _find_campplus_state(obj)
     if state is None:
         raise path_error(path, "holds no CAM++ weights")
-    try:
-        encoder = load_speaker_encoder(state)
-    except UserError as err:
-        raise path_error(path, str(err).split(": ", 1)[-1]) from None
-    frontend = SpeakerFrontend(encoder).to(device).eval()
-    return CampplusVerifier(frontend, name=f"campplus:{path.name}")
+    return _encoder_verifier(state, path, device)
 
 
 def _encoder_verifier(obj: Any, path: Path, device: str) -> SpeakerVerifier:

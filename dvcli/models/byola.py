@@ -73,8 +73,8 @@ class ByolaConfig:
         return cls(feature_d=256, embedding_size=embedding_size)
 
 
-#: ``dv pretrain-speaker --objective byol-a --model NAME`` presets.
-PRESETS = {"byol-a": ByolaConfig, "tiny": ByolaConfig.tiny}
+#: ``dv pretrain-speaker --objective byol-a --model NAME`` presets: BYOL-A's d = 2048, and a small one.
+PRESETS = {"byol-a": ByolaConfig, "byol-a-tiny": ByolaConfig.tiny}
 
 
 class ByolaLogMel(nn.Module):
@@ -198,25 +198,24 @@ class ByolaEncoder(nn.Module):
 def pca_projection(representations: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The PCA map of ``(N, d)`` representations to ``size`` dimensions, as Linear weights.
 
-    Returns ``weight`` ``(size, d)`` (the principal axes, by falling variance, each signed so its
-    largest coordinate is positive) and ``bias`` ``(size,)`` (``-weight @ mean``): ``x @ weight.T + bias``
-    is scikit-learn's ``PCA(size).transform(x)`` up to the axes' signs. Where the data span fewer
-    than ``size`` directions (``N - 1 < size``), the remaining rows are zero (a warning is logged).
+    scikit-learn's ``PCA`` fits it (float64): ``weight`` ``(size, d)`` holds its principal axes by
+    falling variance (with its sign convention), ``bias`` ``(size,)`` is ``-weight @ mean``, so
+    ``x @ weight.T + bias`` is ``PCA(size).transform(x)``. Where the data span fewer than ``size``
+    directions (``N - 1 < size``), the remaining rows are zero (a warning is logged).
     """
-    x = representations.double()
-    mean = x.mean(dim=0)
-    _, singular, vh = torch.linalg.svd(x - mean, full_matrices=False)  # vh: (min(N, d), d)
-    rank = int((singular > singular.max() * 1e-9).sum()) if singular.numel() else 0
-    keep = min(size, rank)
+    from sklearn.decomposition import PCA
+
+    x = representations.double().numpy()
+    pca = PCA(min(size, *x.shape), svd_solver="full").fit(x)
+    singular = torch.from_numpy(pca.singular_values_)
+    keep = int((singular > singular.max() * 1e-9).sum()) if singular.numel() else 0
     if keep < size:
         log.warning(
-            "PCA: the %d representations span %d directions; %d of %d outputs are zero", len(x), rank, size - keep, size
+            "PCA: the %d representations span %d directions; %d of %d outputs are zero", len(x), keep, size - keep, size
         )
     weight = torch.zeros(size, x.shape[1], dtype=torch.float64)
-    axes = vh[:keep]
-    signs = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))
-    weight[:keep] = axes * signs
-    return weight.float(), (-weight @ mean).float()
+    weight[:keep] = torch.from_numpy(pca.components_[:keep])
+    return weight.float(), (-weight @ torch.from_numpy(pca.mean_)).float()
 
 
 def body_state_from_upstream(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:

@@ -24,7 +24,7 @@ resume, so a resumed run continues exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import nn
 from dvcli.audio import SAMPLE_RATE, load_audio
 from dvcli.manifest import Utterance
 from dvcli.models.byola import AudioNTT2020, ByolaLogMel
+from dvcli.speaker.data import read_window
 from dvcli.training.checkpoints import step_generator
 
 
@@ -85,16 +86,21 @@ class UtteranceSegments(torch.utils.data.Dataset):
     def read_segment(self, utt: Utterance, start_fraction: float) -> torch.Tensor:
         """``segment`` samples from ``start_fraction`` of the spare length; shorter clips are zero-padded
         at both ends (half each side), as BYOL-A's dataset does."""
-        seconds = self.segment / SAMPLE_RATE
-        spare = utt.duration - seconds
-        wav = (
-            load_audio(utt.audio, offset=start_fraction * spare, duration=seconds)
-            if spare > 0
-            else load_audio(utt.audio)
-        )
-        wav = wav[: self.segment]
+        wav = read_window(utt, start_fraction, self.segment)
         missing = self.segment - wav.shape[0]
         return F.pad(wav, (missing // 2, missing - missing // 2)) if missing > 0 else wav
+
+
+@torch.no_grad()
+def sampled_log_mels(
+    log_mel: ByolaLogMel, utterances: Sequence[Utterance], limit: int, seed: int
+) -> Iterator[torch.Tensor]:
+    """``(1, frames, n_mels)`` log-mel of each of up to ``limit`` utterances (a sample seeded by ``seed``,
+    the same for the same arguments), whole, on ``log_mel``'s device."""
+    picks = torch.randperm(len(utterances), generator=torch.Generator().manual_seed(seed))[:limit].tolist()
+    for i in picks:
+        feats, _ = log_mel(load_audio(utterances[i].audio).unsqueeze(0).to(log_mel.kernel.device))
+        yield feats
 
 
 @torch.no_grad()
@@ -103,12 +109,8 @@ def log_mel_statistics(
 ) -> tuple[float, float]:
     """Mean and standard deviation of every log-mel value of up to ``limit`` utterances (a seeded
     sample): BYOL-A's normalisation statistics (its ``calculate_norm_stats``)."""
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randperm(len(utterances), generator=gen)[:limit].tolist()
     total, total_sq, count = 0.0, 0.0, 0
-    for i in picks:
-        wav = load_audio(utterances[i].audio)
-        feats, _ = log_mel(wav.unsqueeze(0).to(log_mel.kernel.device))
+    for feats in sampled_log_mels(log_mel, utterances, limit, seed):
         values = feats.double()
         total, total_sq, count = (
             total + float(values.sum()),

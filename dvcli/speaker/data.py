@@ -60,9 +60,18 @@ class SpeakerCrops(torch.utils.data.Dataset):
 
     def read_crop(self, utt: Utterance, start_fraction: float) -> torch.Tensor:
         """``crop`` samples from ``start_fraction`` of the utterance's spare length; short ones are tiled."""
-        spare = utt.duration - self.crop / SAMPLE_RATE
-        if spare > 0:
-            wav = load_audio(utt.audio, offset=start_fraction * spare, duration=self.crop / SAMPLE_RATE)
-        else:
-            wav = load_audio(utt.audio)
-        return tile_to(wav, self.crop)
+        return tile_to(read_window(utt, start_fraction, self.crop), self.crop)
+
+
+def read_window(utt: Utterance, start_fraction: float, samples: int) -> torch.Tensor:
+    """At most ``samples`` 16 kHz samples of ``utt``, starting ``start_fraction`` (0..1) into the time it
+    has beyond ``samples``; the whole utterance when it is no longer.
+
+    Raises:
+        UserError: unreadable audio (:func:`dvcli.audio.load_audio`).
+    """
+    seconds = samples / SAMPLE_RATE
+    spare = utt.duration - seconds
+    if spare > 0:
+        return load_audio(utt.audio, offset=start_fraction * spare, duration=seconds)[:samples]
+    return load_audio(utt.audio)[:samples]
